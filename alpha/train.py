@@ -1,0 +1,170 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Alpha: colour one photo
+#
+# The smallest network that colours a black-and-white photo. It sees only the photo's lightness and
+# learns the colours of **one** photo by heart. It cannot colour any other photo (that is the next
+# stage, beta), but it has every moving part of the later stages: the colour space, the network, the
+# loss, the training loop and the result.
+#
+# Run it from the repository root with `python alpha/train.py` (about a minute on a laptop CPU), or
+# `python alpha/train.py --help` to list the settings. In Jupyter, open `alpha/train.ipynb`: it is
+# generated from this file.
+
+# %%
+import time
+
+import keras
+import numpy as np
+from keras import layers
+
+from colorlab import files, images, lab, plots, settings, training
+
+# %% [markdown]
+# ## Settings
+# Every value that changes the result is here. From a terminal, override any of them:
+# `python alpha/train.py --IMAGE=data/samples/chelsea.jpg --EPOCHS=2000`.
+
+# %% tags=["parameters"]
+IMAGE = "data/samples/astronaut.jpg"  # the photo to learn: JPEG, PNG, WebP, BMP or TIFF
+IMAGE_SIZE = 256  # pixels on the photo's longer side; any size works (see "divisible by 8" below)
+EPOCHS = 1000  # one photo, so one epoch is one gradient step
+LEARNING_RATE = 0.001  # RMSprop's default step size
+SEED = 0  # the same seed gives the same starting weights, so the same result
+OUT_DIR = "outputs/alpha"  # the result grid, loss curve, model and metrics are written here
+OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
+
+# %%
+config = settings.apply(globals())  # --NAME=value from the terminal; nothing in Jupyter
+settings.check(IMAGE_SIZE >= 1, f"IMAGE_SIZE must be a positive number of pixels, got {IMAGE_SIZE}")
+settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
+settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
+out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE)  # refuses to overwrite an earlier run by accident
+keras.utils.set_random_seed(SEED)
+
+# %% [markdown]
+# ## From RGB to Lab
+# In RGB, every one of the three numbers of a pixel mixes brightness and colour: a black-and-white
+# photo gives us none of them. The Lab colour space separates the two:
+#
+# - **L**, lightness, from 0 (black) to 100 (white): exactly what a black-and-white photo records;
+# - **a**, from green (negative) to red (positive), and **b**, from blue (negative) to yellow (positive).
+#
+# So the network's input is L, which we have, and it only has to guess two numbers per pixel, a and b.
+# We scale both to the ranges networks like: `l = L / 100` in [0, 1], and `ab = (a, b) / 128` in
+# [-1, 1], the range of the `tanh` function the network ends with. (The a and b of real colours stay
+# within about -108 and +98, so /128 never leaves that range.) Every stage uses this one scaling,
+# from `colorlab.lab`.
+
+# %%
+rgb = images.load(IMAGE, IMAGE_SIZE)  # (H, W, 3) float in [0, 1]
+l, ab = lab.rgb_to_l_ab(rgb)  # (H, W, 1) in [0, 1], (H, W, 2) in [-1, 1]
+height, width = l.shape[:2]
+print(f"{IMAGE}: {width}x{height} pixels; l in [{l.min():.2f}, {l.max():.2f}], ab in [{ab.min():.2f}, {ab.max():.2f}]")
+
+# %% [markdown]
+# ## Divisible by 8
+# The network halves the picture three times and doubles it back three times, so it needs a height
+# and width divisible by 8 to give back a picture of the same size. Rather than stretch the photo, we
+# pad it by mirroring its bottom and right edges, and crop the padding off the prediction.
+# Keras trains on *batches*; ours is a batch of one photo, hence the leading `1` in each shape.
+
+# %%
+x = images.pad_to_multiple(l, 8)[None]  # (1, H8, W8, 1): the input, lightness
+y = images.pad_to_multiple(ab, 8)[None]  # (1, H8, W8, 2): the target, colour
+
+# %% [markdown]
+# ## The network
+# Twelve layers, all 3x3 convolutions. Each looks at a pixel and its eight neighbours in the layer
+# below. Three of them have `strides=2`: they keep every second pixel, so the layers after them see a
+# wider part of the photo for the same cost. Three `UpSampling2D` layers then repeat each pixel to
+# return to full size. `relu` (negative values become 0) makes the network non-linear; the last layer
+# uses `tanh`, which squeezes any number into [-1, 1]: the range of our scaled ab, negative values
+# (green, blue) included.
+#
+# The network only uses convolutions, so it accepts any height and width: `keras.Input(shape=(None,
+# None, 1))`.
+
+# %%
+model = keras.Sequential(
+    [
+        keras.Input(shape=(None, None, 1)),  # any height and width, 1 channel: l
+        layers.Conv2D(8, 3, activation="relu", padding="same", strides=2),  # 1/2 size
+        layers.Conv2D(8, 3, activation="relu", padding="same"),
+        layers.Conv2D(16, 3, activation="relu", padding="same"),
+        layers.Conv2D(16, 3, activation="relu", padding="same", strides=2),  # 1/4 size
+        layers.Conv2D(32, 3, activation="relu", padding="same"),
+        layers.Conv2D(32, 3, activation="relu", padding="same", strides=2),  # 1/8 size
+        layers.UpSampling2D(2),  # 1/4 size
+        layers.Conv2D(32, 3, activation="relu", padding="same"),
+        layers.UpSampling2D(2),  # 1/2 size
+        layers.Conv2D(16, 3, activation="relu", padding="same"),
+        layers.UpSampling2D(2),  # full size
+        layers.Conv2D(2, 3, activation="tanh", padding="same"),  # 2 channels: ab in [-1, 1]
+    ],
+    name="alpha",
+)
+model.summary()
+
+# %% [markdown]
+# ## Training
+# The loss is the mean squared error between the predicted and the true ab, over every pixel. RMSprop
+# adjusts each weight a little against the loss's gradient at every step.
+#
+# With one photo, an **epoch** (one pass over the training data) is a single gradient step, so
+# `EPOCHS = 1000` means 1000 small corrections. To know whether the final loss is good, compare it with
+# the loss of the laziest answer: predict no colour at all (ab = 0), which leaves the photo grey.
+
+# %%
+model.compile(optimizer=keras.optimizers.RMSprop(LEARNING_RATE), loss="mse")
+start = time.perf_counter()
+history = model.fit(x, y, batch_size=1, epochs=EPOCHS, verbose=0, callbacks=[training.PrintEvery(EPOCHS // 10, EPOCHS)])
+seconds = time.perf_counter() - start
+
+# %% [markdown]
+# ## The result
+# Predict the colour, crop off the padding, and join it with the photo's own lightness.
+
+# %%
+ab_pred = model.predict(x, verbose=0)[0, :height, :width]  # (H, W, 2), padding cropped off
+colourised = lab.l_ab_to_rgb(l, ab_pred)  # (H, W, 3) in [0, 1]
+grey = lab.l_ab_to_rgb(l, np.zeros_like(ab))  # the black-and-white input, as the network sees it
+
+final_loss = float(np.mean((ab_pred - ab) ** 2))
+grey_loss = float(np.mean(ab**2))  # the loss of predicting ab = 0 everywhere
+print(f"trained {EPOCHS} epochs in {seconds:.0f} s")
+print(f"final loss {final_loss:.5f}   predicting grey {grey_loss:.5f}   ({grey_loss / final_loss:.0f}x lower)")
+
+plots.save_grid(out_dir / "result.png", [grey], [colourised], [rgb])
+
+# %%
+plots.save_loss_curve(out_dir / "loss.png", {"alpha": history.history["loss"]}, {"predict grey": grey_loss})
+images.save(out_dir / "colourised.png", colourised)
+with files.atomic_path(out_dir / "model.keras") as tmp:  # a kill mid-save leaves no broken model
+    model.save(tmp)
+metrics = {"final_loss": final_loss, "grey_loss": grey_loss, "seconds": seconds, "epochs": EPOCHS, "size": [width, height]}
+files.write_json(out_dir / "metrics.json", metrics)
+files.write_json(out_dir / "settings.json", config)
+print(f"wrote result.png, loss.png, colourised.png, model.keras and metrics.json to {out_dir}")
+
+# %% [markdown]
+# ## Exercises
+# 1. **Why tanh?** Replace the last layer's `tanh` with `relu`, like every other layer, and train
+#    again. Which colours vanish from the result, and why? (Hint: which colours have a negative a or b?)
+# 2. **Memory, not understanding.** Train on the astronaut, then load `outputs/alpha/model.keras` with
+#    `keras.saving.load_model` and colour `data/samples/chelsea.jpg` with it (its `l`, padded as above).
+#    What does the network do with a photo it never saw? This is what the beta stage fixes.
+# 3. **Count the parameters.** A 3x3 convolution from `c_in` to `c_out` channels has
+#    `9 * c_in * c_out + c_out` weights. Count them for the whole network by hand, then check your
+#    total against `model.summary()`. Which layer has the most?
+# 4. **How long is long enough?** Run with `--EPOCHS=100`, `300` and `3000` into different `--OUT_DIR`s
+#    and compare the loss curves and the pictures. Where does more training stop paying off?
+# 5. **Scaling matters.** The 2017 tutorial fed L unscaled, from 0 to 100. Feed `l * 100` instead of
+#    `l` (in `x`) and train again: what happens to the loss curve, and why?

@@ -1,0 +1,129 @@
+"""Load any photo as float RGB in [0, 1], or fail with one line that names the file and the problem.
+
+Handled: JPEG, PNG, WebP, BMP, TIFF (and whatever else Pillow reads); greyscale, palette, CMYK and
+16-bit photos; transparency (composited on white); EXIF orientation (applied, as a photo viewer would);
+animated files (the first frame is used).
+"""
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from colorlab import UserError
+from colorlab.files import atomic_path
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageError(UserError):
+    """A photo that cannot be used; the message is ``"<path>: <problem>"``."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def load(path, size=None):
+    """Read a photo as an (H, W, 3) float32 array in [0, 1].
+
+    With ``size``, the photo is scaled (up or down, aspect ratio kept) so that its longer side is
+    ``size`` pixels.
+    """
+    with _open(path) as image:
+        target = None
+        if size is not None:
+            scale = size / max(image.size)
+            target = tuple(max(1, round(side * scale)) for side in image.size)
+            if image.format == "JPEG" and scale < 1:
+                image.draft(None, target)  # let the JPEG decoder shrink by 1/2, 1/4 or 1/8 for free
+        try:
+            image.load()
+            loaded = image.size
+            rgb = _to_rgb(_upright(image))
+        except (ImageError, MemoryError):
+            raise
+        except Exception as error:  # Pillow reports broken files with many exception types
+            raise ImageError(path, f"cannot decode the image, it is truncated or corrupt ({error})") from None
+    if target is not None:
+        if rgb.size != loaded:  # the EXIF orientation turned the photo by 90 degrees
+            target = target[::-1]
+        if rgb.size != target:
+            rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(rgb, dtype=np.float32) / 255.0
+
+
+def save(path, rgb):
+    """Write an (H, W, 3) array in [0, 1] as an image file (format from the suffix), atomically."""
+    array = np.clip(np.asarray(rgb, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    options = {"quality": 95} if Path(path).suffix.lower() in (".jpg", ".jpeg") else {}
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, **options)
+
+
+def list_images(folder):
+    """All photos under ``folder`` (searched recursively, hidden files skipped), sorted by path.
+
+    Symbolic links to files are followed, links to folders are not (so a link loop cannot hang it).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        problem = "no such folder" if not folder.exists() else "is a file, not a folder"
+        raise UserError(f"{folder}: {problem}")
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in names if not n.startswith(".") and n.lower().endswith(EXTENSIONS)]
+    return sorted(found)
+
+
+def pad_to_multiple(array, multiple):
+    """Pad an (..., H, W, C) array at the bottom and right, mirroring its edge, so H and W divide by
+    ``multiple``. A network with three stride-2 layers needs multiples of 8; crop its output back with
+    ``output[..., :H, :W, :]``."""
+    h, w = array.shape[-3:-1]
+    pad = [(0, 0)] * (array.ndim - 3) + [(0, -h % multiple), (0, -w % multiple), (0, 0)]
+    return np.pad(array, pad, mode="symmetric")
+
+
+def _open(path):
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "broken symbolic link" if path.is_symlink() else "no such file")
+    if path.is_dir():
+        raise ImageError(path, "is a folder, not a photo")
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image, or in a format Pillow cannot read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(path, f"refused: {error}") from None
+    except OSError as error:
+        raise ImageError(path, f"cannot read the file ({error.strerror or error})") from None
+
+
+def _upright(image):
+    """Apply the EXIF orientation tag, as cameras and photo viewers expect."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # a corrupt EXIF block is no reason to refuse the pixels
+        return image
+
+
+def _to_rgb(image):
+    """Any Pillow image as 8-bit RGB; 16-bit data is rescaled, transparency composited on white."""
+    if image.mode.startswith("I") or image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        full_scale = 1.0 if image.mode == "F" else 65535.0
+        image = Image.fromarray(np.clip(array / full_scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        on_white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(on_white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
