@@ -1,0 +1,38 @@
+"""Shared test helpers: run a stage as a learner would (script or notebook), with tiny settings."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Quiet, deterministic children: TensorFlow is the default backend; its start-up logs are noise.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def run_python(*args, env=None, timeout=900):
+    """``python *args`` from the repository root, as a learner types it; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def run_notebook(notebook, parameters, out_path, timeout=900):
+    """Execute a generated notebook top to bottom with papermill; returns the executed notebook."""
+    import papermill
+
+    return papermill.execute_notebook(
+        str(ROOT / notebook), str(out_path), parameters=parameters, kernel_name="python3",
+        cwd=str(ROOT), progress_bar=False, execution_timeout=timeout,
+    )
+
+
+@pytest.fixture
+def script():
+    """The ``run_python`` helper, as a fixture."""
+    return run_python
