@@ -337,7 +337,7 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, f
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
 
-    print(f"colouring {len(jobs)} photos with {model_path} (working size {size}) into {out_dir}", flush=True)
+    print(f"colouring {plural(len(jobs), 'photo')} with {model_path} (working size {size}) into {out_dir}", flush=True)
     done = 0
     with tqdm(total=len(jobs), unit="photo", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
         for start in range(0, len(jobs), batch):
@@ -431,12 +431,21 @@ def main(argv=None):
 
 
 def _as_rgb(photo):
-    rgb = np.asarray(photo, dtype=np.float32)
+    """An (H, W, 3) float RGB array in [0, 1] from an RGB or grey array (8-bit arrays are scaled)."""
+    array = np.asarray(photo)
+    rgb = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=-1)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"expected a photo path or an (H, W, 3) RGB array, got shape {rgb.shape}")
-    return rgb
+    if rgb.size and (rgb.min() < -1e-3 or rgb.max() > 1.001):
+        raise ValueError(f"expected RGB values in [0, 1], got [{rgb.min():.3g}, {rgb.max():.3g}]")
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def plural(number, noun):
+    """"1 photo", "2 photos"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _pad(l, height, width):

@@ -176,8 +176,7 @@ def table(summary, photos=None):
                      f"{m['colourfulness']:>15.2f}")
     lines.append(f"{'originals':24}{'-':>10}{'-':>9}{'-':>11}{summary['original']['colourfulness']:>15.2f}")
     if photos is not None:
-        lines.append(f"mean over {photos} photo{'s' if photos != 1 else ''}; PSNR of identical images counts as "
-                     f"{PSNR_CAP:.0f} dB")
+        lines.append(f"mean over {colorize.plural(photos, 'photo')}; PSNR of identical images counts as {PSNR_CAP:.0f} dB")
     return "\n".join(lines)
 
 
@@ -213,7 +212,8 @@ def run(paths, model_path, out_dir=None, size=None, batch=colorize.BATCH, multip
     model = colorize.load_model(model_path)  # every problem with the model shows before any photo is touched
     size = size or colorize.default_size(model_path)
     total = len(spread(found, limit))
-    print(f"evaluating {model_path} (working size {size}) on {total} of {len(found)} photos", flush=True)
+    print(f"evaluating {model_path} (working size {size}) on {total} of {colorize.plural(len(found), 'photo')}",
+          flush=True)
 
     failures = []
     with tqdm(total=total, unit="photo", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:

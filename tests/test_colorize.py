@@ -269,3 +269,14 @@ def test_command_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'missing.keras'}: no such model file"
     assert "Traceback" not in result.stderr
+
+
+def test_two_inputs_with_one_output_name_never_overwrite_each_other(models, tmp_path, capsys):
+    save_photo(tmp_path / "in" / "x.jpg", photo(20, 30, 0))
+    save_photo(tmp_path / "in" / "x.png", photo(20, 30, 1))
+    out = tmp_path / "out"
+    assert colorize.main([str(tmp_path / "in"), "--model", str(models["loud"]), "--out", str(out), "--size", "16"]) == 1
+    captured = capsys.readouterr()
+    assert "x.png: its output" in captured.err and "1 colourised, 0 skipped, 1 failed" in captured.out
+    written = images.load(out / "x.png")  # the first in sorted order, x.jpg
+    assert np.abs(l_of(written) - l_of(images.load(tmp_path / "in" / "x.jpg"))).max() < 1.0
