@@ -46,7 +46,6 @@ config = settings.apply(globals())  # --NAME=value from the terminal; nothing in
 settings.check(IMAGE_SIZE >= 1, f"IMAGE_SIZE must be a positive number of pixels, got {IMAGE_SIZE}")
 settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
 settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
-out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE)  # refuses to overwrite an earlier run by accident
 keras.utils.set_random_seed(SEED)
 
 # %% [markdown]
@@ -123,6 +122,7 @@ model.summary()
 # the loss of the laziest answer: predict no colour at all (ab = 0), which leaves the photo grey.
 
 # %%
+out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE)  # refuses to overwrite an earlier run by accident
 model.compile(optimizer=keras.optimizers.RMSprop(LEARNING_RATE), loss="mse")
 start = time.perf_counter()
 history = model.fit(x, y, batch_size=1, epochs=EPOCHS, verbose=0, callbacks=[training.PrintEvery(EPOCHS // 10, EPOCHS)])
@@ -149,7 +149,8 @@ plots.save_loss_curve(out_dir / "loss.png", {"alpha": history.history["loss"]}, 
 images.save(out_dir / "colourised.png", colourised)
 with files.atomic_path(out_dir / "model.keras") as tmp:  # a kill mid-save leaves no broken model
     model.save(tmp)
-metrics = {"final_loss": final_loss, "grey_loss": grey_loss, "seconds": seconds, "epochs": EPOCHS, "size": [width, height]}
+metrics = {"final_loss": final_loss, "grey_loss": grey_loss, "seconds": seconds, "epochs": EPOCHS,
+           "size": [width, height], "backend": keras.backend.backend()}
 files.write_json(out_dir / "metrics.json", metrics)
 files.write_json(out_dir / "settings.json", config)
 print(f"wrote result.png, loss.png, colourised.png, model.keras and metrics.json to {out_dir}")

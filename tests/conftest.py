@@ -1,6 +1,7 @@
 """Shared test helpers: run a stage as a learner would (script or notebook), with tiny settings."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,12 @@ def run_python(*args, env=None, timeout=900):
         [sys.executable, *map(str, args)], cwd=ROOT, env={**os.environ, **(env or {})},
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def messages(stderr):
+    """The lines a program printed to stderr, less TensorFlow's C++ start-up log (which no setting silences)."""
+    noise = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog)")
+    return [line for line in stderr.strip().splitlines() if line and not noise.match(line)]
 
 
 def run_notebook(notebook, parameters, out_path, timeout=900):

@@ -1,0 +1,33 @@
+"""The models are written with keras layers and keras.ops only, so every Keras backend runs them."""
+
+import importlib.util
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_python
+
+FRAMEWORK_IMPORT = re.compile(r"^\s*(import|from)\s+(tensorflow|torch|jax)\b|\btf\.", re.MULTILINE)
+
+
+def test_stages_and_package_use_no_backend_directly():
+    checked = sorted(ROOT.glob("*/train.py")) + sorted((ROOT / "colorlab").glob("*.py"))
+    offenders = [p.relative_to(ROOT).as_posix() for p in checked if FRAMEWORK_IMPORT.search(p.read_text())]
+    assert len(checked) > 8 and offenders == []
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_alpha_trains_on_another_backend_and_its_model_loads_here(backend, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    result = run_python("alpha/train.py", "--IMAGE_SIZE=32", "--EPOCHS=40", f"--OUT_DIR={tmp_path}",
+                        env={"KERAS_BACKEND": backend})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["backend"] == backend
+    assert np.isfinite(metrics["final_loss"]) and metrics["final_loss"] < 0.7 * metrics["grey_loss"]
+    model = keras.saving.load_model(tmp_path / "model.keras")  # trained on `backend`, loaded on this one
+    assert model.predict(np.zeros((1, 16, 16, 1)), verbose=0).shape == (1, 16, 16, 2)
