@@ -35,7 +35,7 @@ import time
 import keras
 from keras import layers
 
-from colorlab import data, files, lab, plots, settings, training
+from colorlab import data, files, lab, plots, settings, speed, training
 
 # %% [markdown]
 # ## Settings
@@ -52,6 +52,8 @@ EPOCHS = 10  # total epochs; a resumed run counts the epochs done before it
 VALIDATION_FRACTION = 0.25  # share of the photos kept aside, whole, to check on photos never trained on
 LEARNING_RATE = 0.001  # Adam's step size (its usual default)
 WORKERS = 2  # threads that read and crop photos while the model trains; 1 reads them in the main thread
+MIXED_PRECISION = "auto"  # 16-bit maths: "auto" uses it on a GPU only (a CPU gains nothing); True, False, "bfloat16"
+JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose for the backend; True, False
 SEED = 0  # the same seed gives the same starting weights and the same crops, so the same result
 OUT_DIR = "outputs/beta"  # the checkpoint, result grids, logs, model and metrics are written here
 OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
@@ -68,13 +70,20 @@ settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be betwee
 settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
 settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
 keras.utils.set_random_seed(SEED)
+policy = speed.mixed_precision(MIXED_PRECISION)  # before the model is built: its layers take this policy
+jit_compile = speed.jit_compile(JIT_COMPILE)
+print(speed.describe(policy, jit_compile))
 
 # %% [markdown]
 # ## The photos: streamed, cropped, and a validation set
 # A real dataset does not fit in memory (Imagenette's 13,000 photos would take over 20 GB as floats),
 # so we never load it: `data.from_folder` keeps only the list of file names. When Keras asks for a
-# batch, `WORKERS` threads read the photos from disk, cut the crops and convert them to Lab, while the
-# model trains on the previous batch.
+# batch, `WORKERS` threads read the photos from disk and cut the crops, while the model trains on the
+# previous batch.
+#
+# The threads hand over the crops as they are, 8-bit RGB (`output="rgb"`): a quarter of the bytes of
+# float32 Lab. The split into `l` and `ab` happens inside the training step, with the same formulas as
+# `colorlab.lab` written in `keras.ops` (`colorlab.ops`), so on a GPU it costs the CPU nothing.
 #
 # **Training crops.** Each photo is scaled so that its shorter side is 1 to `ZOOM` times `IMAGE_SIZE`,
 # then a square of `IMAGE_SIZE` pixels is cut at a random place and flipped left-right half of the
@@ -92,11 +101,14 @@ keras.utils.set_random_seed(SEED)
 
 # %%
 train, validation = data.from_folder(
-    DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS
+    DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS,
+    output="rgb",
 )
 out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
-l, ab = train[0]  # one batch: l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1) in [0, 1], ab (..., 2) in [-1, 1]
-print(f"a batch: l {l.shape} in [{l.min():.2f}, {l.max():.2f}], ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}]")
+rgb = train[0]  # one batch: (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 3) uint8 in [0, 255]
+l, ab = lab.rgb_to_l_ab(rgb / 255)  # what the network sees, l (..., 1) in [0, 1], and must predict, ab (..., 2)
+print(f"a batch: rgb {rgb.shape} {rgb.dtype}; l {l.shape} in [{l.min():.2f}, {l.max():.2f}], "
+      f"ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}]")
 crops = lab.l_ab_to_rgb(l[:4], ab[:4])  # the first 4 crops, back in RGB
 plots.save_grid(out_dir / "batch.png", [lab.grey(rgb) for rgb in crops], list(crops))  # what the network sees
 
@@ -147,7 +159,7 @@ model = keras.Sequential(
         layers.Conv2D(32, 3, activation="relu", padding="same"),
         layers.UpSampling2D(2),  # full size, BEFORE the colours are predicted (the fix)
         layers.Conv2D(16, 3, activation="relu", padding="same"),
-        layers.Conv2D(2, 3, activation="tanh", padding="same"),  # 2 channels: ab in [-1, 1], per pixel
+        layers.Conv2D(2, 3, activation="tanh", padding="same", dtype="float32"),  # ab in [-1, 1], per pixel
     ],
     name="beta",
 )
@@ -170,13 +182,24 @@ model.summary()
 #   checkpoint.
 #
 # Keras prints a progress bar per epoch, with `loss` (the training loss) and `val_loss`.
+#
+# The batches are 8-bit RGB, and the model takes `l`: `training.RGBTrainer(model)` sits between them.
+# In each training step it splits the batch into `l` and `ab` (in `keras.ops`, on the GPU if there is
+# one), runs `model` on `l` and computes the loss against `ab`: the same loss as feeding `(l, ab)`.
+# `model` itself stays `l -> ab`; it is what we save and what `colorize` uses.
+#
+# Two settings only change the speed. `MIXED_PRECISION` computes in 16-bit floats (twice as fast
+# on a recent GPU; the last layer keeps `dtype="float32"` above, so the colours and the loss stay
+# precise); `JIT_COMPILE` compiles each step into fused code (XLA).
 
 # %%
-model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse")
+trainer = training.RGBTrainer(model)  # uint8 RGB batches -> (l, ab) -> model(l) vs ab
+trainer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=jit_compile)
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
 start = time.perf_counter()
 run = training.fit(
-    model, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs), settings=config
+    trainer, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs),
+    settings=config,
 )
 print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter() - start:.0f} s in this run)")
 
@@ -226,6 +249,7 @@ metrics = {
     "seconds": run.seconds, "crops_per_second": crops_seen / run.seconds if run.seconds else None,
     "train_photos": len(train.paths), "validation_photos": len(validation.paths),
     "skipped_files": len({**train.skipped, **validation.skipped}), "backend": keras.backend.backend(),
+    "dtype_policy": policy, "jit_compile": trainer.jit_compile,
 }
 files.write_json(out_dir / "metrics.json", metrics)
 files.write_json(out_dir / "settings.json", config)

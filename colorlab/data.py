@@ -29,7 +29,11 @@ prepared ahead is labelled with its epoch and number, and only the batch asked f
 
 Each batch is ``(l, ab)``: float32 arrays of shape (batch, image_size, image_size, 1) in [0, 1] and
 (batch, image_size, image_size, 2) in [-1, 1] (see ``colorlab.lab``), converted from RGB with a
-single call for the whole batch.
+single call for the whole batch. With ``output="rgb"`` each batch is instead the crops themselves, one
+uint8 array of shape (batch, image_size, image_size, 3): a quarter of the bytes, and no conversion in
+the reading threads, for a model that converts to Lab itself, inside its compiled training step
+(``colorlab.training.RGBTrainer``). The crops are the same either way: ``(l, ab)`` is exactly
+``colorlab.lab.rgb_to_l_ab(rgb / 255)`` of the ``rgb`` batch.
 """
 
 import hashlib
@@ -43,6 +47,7 @@ import numpy as np
 
 from colorlab import UserError, images, lab
 
+OUTPUTS = ("lab", "rgb")  # what a batch is: (l, ab) float32, or uint8 RGB crops
 
 def split(paths, validation_fraction, root=None):
     """Split photos into ``(train, validation)`` lists of whole photos, the same way every time.
@@ -87,10 +92,11 @@ class Photos(keras.utils.PyDataset):
         workers: threads that read the next batches while the model trains; 1 reads each batch only
             when it is asked for. The batches are the same whatever the number.
         max_queue_size: batches prepared ahead of the model, at most.
+        output: "lab" for ``(l, ab)`` float32 batches, "rgb" for uint8 RGB batches (see above).
     """
 
     def __init__(self, paths, image_size, batch_size, steps=None, *, random=True, zoom=1.0, seed=0,
-                 workers=1, max_queue_size=10):
+                 workers=1, max_queue_size=10, output="lab"):
         # Keras sees one worker, so it reads batches in order and keeps none; our threads read ahead.
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=max_queue_size)
         self.paths = [str(p) for p in paths]  # plain strings: 100k names take a few MB
@@ -102,6 +108,9 @@ class Photos(keras.utils.PyDataset):
             raise ValueError("random (training) batches need steps, the number of batches per epoch")
         if zoom < 1:
             raise ValueError(f"zoom must be at least 1, got {zoom}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        self.output = output
         self.threads = max(1, int(workers))
         self.image_size = image_size
         self.batch_size = batch_size
@@ -124,7 +133,7 @@ class Photos(keras.utils.PyDataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, index):
-        """Batch ``index`` of the current epoch: ``(l, ab)``, float32."""
+        """Batch ``index`` of the current epoch: ``(l, ab)``, float32, or uint8 RGB (``output="rgb"``)."""
         if not 0 <= index < self.steps:
             raise IndexError(f"batch {index} of an epoch of {self.steps} batches")
         epoch = self.epoch
@@ -142,14 +151,16 @@ class Photos(keras.utils.PyDataset):
         return batch.result()
 
     def _batch(self, epoch, index):
-        """Batch ``index`` of ``epoch``, read from disk: ``(l, ab)``."""
+        """Batch ``index`` of ``epoch``, read from disk: ``(l, ab)``, or the uint8 RGB crops."""
         if self.random:
             first = (epoch * self.steps + index) * self.batch_size  # crops are numbered across epochs
             rgb = np.stack([self._random_crop(first + k) for k in range(self.batch_size)])
         else:
             numbers = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.paths)))
             rgb = np.stack([self._centre_crop(i) for i in numbers])
-        return lab.rgb_to_l_ab(rgb)  # one vectorised conversion per batch
+        if self.output == "rgb":
+            return rgb  # (N, S, S, 3) uint8: the model converts it
+        return lab.rgb_to_l_ab(to_float(rgb))  # one vectorised conversion per batch
 
     def first_usable(self):
         """The first photo that can be read (unreadable ones are reported and skipped); a UserError if none.
@@ -171,7 +182,7 @@ class Photos(keras.utils.PyDataset):
             rgb = self._load(i, size or self.image_size)
             if rgb is not None:
                 names.append(Path(path).name)
-                rgbs.append(rgb)
+                rgbs.append(to_float(rgb))
         return names, rgbs
 
     def _random_crop(self, number):
@@ -212,12 +223,12 @@ class Photos(keras.utils.PyDataset):
         return int(rng.integers(len(self.paths)))
 
     def _load(self, i, size):
-        """Photo ``i`` with its shorter side ``size`` pixels, or None if it cannot be read."""
+        """Photo ``i`` with its shorter side ``size`` pixels, as uint8 RGB, or None if it cannot be read."""
         path = self.paths[i]
         if path in self.skipped:
             return None
         try:
-            return images.load(path, size, side="shorter")
+            return images.load_8bit(path, size, side="shorter")
         except images.ImageError as error:
             with self._lock:
                 first_time = path not in self.skipped
@@ -243,7 +254,7 @@ class NextEpoch(keras.callbacks.Callback):
 
 
 def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, *, zoom=1.0, seed=0,
-                workers=1, max_queue_size=10, verbose=True):
+                workers=1, max_queue_size=10, output="lab", verbose=True):
     """Training and validation :class:`Photos` from every photo under ``folder`` (searched recursively).
 
     Returns ``(train, validation)``; ``validation`` is None when ``validation_fraction`` is 0. Stops
@@ -257,7 +268,8 @@ def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, 
     if validation_fraction > 0 and len(paths) < 2:
         raise UserError(f"{folder}: only 1 photo; a validation split needs at least 2 (one to train on, one to check)")
     train_paths, validation_paths = split(paths, validation_fraction, root=folder)
-    options = dict(image_size=image_size, batch_size=batch_size, workers=workers, max_queue_size=max_queue_size)
+    options = dict(image_size=image_size, batch_size=batch_size, workers=workers, max_queue_size=max_queue_size,
+                   output=output)
     train = Photos(train_paths, steps=steps, random=True, zoom=zoom, seed=seed, **options)
     validation = Photos(validation_paths, random=False, **options) if validation_paths else None
     for dataset, role in ((train, "training"), (validation, "validation")):
@@ -274,11 +286,21 @@ def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, 
     return train, validation
 
 
+def to_float(rgb):
+    """uint8 RGB in [0, 255] -> float32 RGB in [0, 1] (exactly as ``colorlab.images.load`` scales)."""
+    return np.asarray(rgb).astype(np.float32) / 255.0
+
+
+def l_ab(batch):
+    """The ``(l, ab)`` of a batch, whether it is already ``(l, ab)`` or uint8 RGB crops."""
+    return batch if isinstance(batch, tuple) else lab.rgb_to_l_ab(to_float(batch))
+
+
 def grey_loss(dataset):
     """The mean squared error of predicting no colour (ab = 0) on ``dataset``: the baseline to beat."""
     total = count = 0.0
     for index in range(len(dataset)):  # a Photos dataset reads the next batches meanwhile
-        _, ab = dataset[index]
+        _, ab = l_ab(dataset[index])
         total += float(np.sum(np.square(ab, dtype=np.float64)))
         count += ab.size
     return total / count

@@ -35,6 +35,14 @@ def load(path, size=None, side="longer"):
     makes it cover one, so that a ``size`` x ``size`` crop can be cut from it. A big JPEG is decoded
     directly at a reduced size, which is several times faster than decoding it whole.
     """
+    return load_8bit(path, size, side).astype(np.float32) / 255.0
+
+
+def load_8bit(path, size=None, side="longer"):
+    """As :func:`load`, but the (H, W, 3) array is uint8 in [0, 255]: a quarter of the memory.
+
+    ``load(...)`` is exactly ``load_8bit(...) / 255`` in float32.
+    """
     if side not in ("longer", "shorter"):
         raise ValueError(f"side must be 'longer' or 'shorter', got {side!r}")
     with _open(path) as image:
@@ -57,7 +65,7 @@ def load(path, size=None, side="longer"):
             target = target[::-1]
         if rgb.size != target:
             rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return np.asarray(rgb, dtype=np.float32) / 255.0
+    return np.asarray(rgb, dtype=np.uint8)
 
 
 def save(path, rgb):

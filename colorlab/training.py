@@ -19,6 +19,8 @@ What it adds, each piece also usable on its own:
 - :class:`StopOnNaN`: a loss that becomes NaN or infinite stops training with a clear message; the
   checkpoint keeps the last good epoch.
 - :func:`save_model`: the final ``.keras`` file, written atomically.
+- :class:`RGBTrainer`: trains an ``l -> ab`` model on batches of 8-bit RGB crops, converted to Lab
+  inside the compiled training step (on the accelerator), while the model itself stays ``l -> ab``.
 """
 
 import importlib.util
@@ -32,7 +34,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from colorlab import UserError, files, images, lab, plots
+from colorlab import UserError, files, images, lab, ops, plots
 
 CHECKPOINT = "checkpoint"  # sub-folders of OUT_DIR that fit() writes
 GRIDS = "grids"
@@ -133,9 +135,81 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
 
 
 def save_model(model, path):
-    """Save ``model`` as a ``.keras`` file, atomically: a kill mid-save leaves the previous file intact."""
+    """Save ``model`` as a ``.keras`` file, atomically: a kill mid-save leaves the previous file intact.
+
+    A model trained with mixed precision is saved as its float32 copy (the same weights), so that it
+    colours photos at full precision anywhere, a CPU included, where float16 is slow.
+    """
+    model = float32_copy(model)
     with files.atomic_path(path) as tmp:
         model.save(tmp)
+
+
+def float32_copy(model):
+    """``model`` itself if every layer computes in float32; else a copy whose layers all do, same weights."""
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
+        return model
+
+    def as_float32(layer):
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=as_float32)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _all_layers(model):
+    layers = getattr(model, "layers", None) or []
+    return [model] + [inner for layer in layers for inner in _all_layers(layer)]
+
+
+class RGBTrainer(keras.Model):
+    """Trains ``model`` (``l -> ab``, the stage's network) on batches of 8-bit RGB crops.
+
+    ``colorlab.data.Photos(output="rgb")`` serves uint8 RGB crops, a quarter of the bytes of float32
+    ``(l, ab)``. Each training step then splits them into ``l`` (the input) and ``ab`` (the target) with
+    ``colorlab.ops``, the ``keras.ops`` version of ``colorlab.lab``, inside the compiled step, on the
+    GPU when there is one, instead of in the reading threads on the CPU::
+
+        trainer = training.RGBTrainer(model)
+        trainer.compile(optimizer="adam", loss="mse")   # the loss of model(l) against ab
+        training.fit(trainer, train, validation, ...)     # batches: uint8 (N, H, W, 3)
+        training.save_model(model, "model.keras")         # still l -> ab: colorize works unchanged
+
+    The loss is the one ``model.compile(loss=...)`` would compute on ``(l, ab)`` batches, up to
+    float32 rounding. A batch may also be ``(rgb, *more)`` (as a 1-tuple of inputs): the model then gets
+    ``[l, *more]``, e.g. the full stage's embedding. The trainer has no weights of its own; its
+    checkpoints hold the model's weights and the optimizer state.
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(name=kwargs.pop("name", f"{model.name}_on_rgb"), **kwargs)
+        self.colouriser = model
+        self.built = True  # nothing to build: every weight belongs to `model`, which is built
+
+    def call(self, inputs, training=False):
+        rgb, more = _rgb_and_more(inputs)
+        l = ops.rgb_to_l(rgb)  # (N, H, W, 1) in [0, 1]
+        return self.colouriser([l, *more] if more else l, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        rgb, _ = _rgb_and_more(x)
+        _, ab = ops.rgb_to_l_ab(rgb)  # the target, (N, H, W, 2) in [-1, 1]
+        return super().compute_loss(x, ab, y_pred, sample_weight, training=training)
+
+
+def _rgb_and_more(inputs):
+    if isinstance(inputs, (tuple, list)):
+        return inputs[0], list(inputs[1:])
+    return inputs, []
+
+
+def colouriser(model):
+    """The ``l -> ab`` model inside ``model`` (an :class:`RGBTrainer`), or ``model`` itself."""
+    return getattr(model, "colouriser", model)
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -226,7 +300,7 @@ class ResultGrid(keras.callbacks.Callback):
         if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        colourised = colourise(self.model, self.rgbs, self.predict, self.multiple)
+        colourised = colourise(colouriser(self.model), self.rgbs, self.predict, self.multiple)
         greys = [lab.grey(rgb) for rgb in self.rgbs]
         plots.save_grid(self.folder / f"epoch-{epoch + 1:04d}.png", greys, colourised, self.rgbs, self.names)
 
