@@ -89,6 +89,34 @@ def pad_to_multiple(array, multiple):
     return np.pad(array, pad, mode="symmetric")
 
 
+def fit_size(height, width, size):
+    """The (height, width) of a photo scaled, aspect ratio kept, so its longer side is ``size`` pixels.
+
+    The same rounding as :func:`load` with ``size``, so a photo loaded small and one scaled in memory
+    have the same shape.
+    """
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize(array, height, width, resample="bilinear"):
+    """Resize an (H, W, C) float array to (height, width), channel by channel, in 32-bit float.
+
+    Unlike :func:`load`, nothing is rounded to 8 bits and values outside [0, 1] are kept, so it also
+    suits ``ab`` or any other per-pixel quantity. ``resample`` is a Pillow filter name: "nearest",
+    "bilinear", "bicubic" or "lanczos"; shrinking is anti-aliased with every filter but "nearest".
+    """
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) array, got shape {array.shape}")
+    if array.shape[:2] == (height, width):
+        return array.copy()
+    fil = Image.Resampling[resample.upper()]
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(array[..., c])).resize((width, height), fil))
+                for c in range(array.shape[-1])]
+    return np.stack(channels, axis=-1).astype(np.float32, copy=False)
+
+
 def _open(path):
     path = Path(path)
     if not path.exists():
