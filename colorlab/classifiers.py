@@ -216,13 +216,17 @@ def embedder(classifier, name):
     return keras.Model(l, classifier(x), name="embedder")
 
 
-def top_guesses(probabilities, name, top=5):
+def top_guesses(probabilities, name, top=5, names=True):
     """The classifier's ``top`` guesses for one photo, as ``(label, probability)`` pairs, and a note.
 
-    The labels come from ``decode_predictions``, which downloads ImageNet's class names the first time;
-    offline, the labels are class numbers and the note says why.
+    With ``names``, the labels come from ``decode_predictions``, which downloads ImageNet's class names
+    the first time; offline, or without ``names`` (random weights: no point fetching them), the labels
+    are class numbers, and the note, if any, says why.
     """
     probabilities = np.asarray(probabilities, dtype=np.float32).reshape(1, -1)
+    if not names:
+        order = np.argsort(probabilities[0])[::-1][:top]
+        return [(f"class {i}", float(probabilities[0, i])) for i in order], None
     try:
         decoded = getattr(keras.applications, spec(name).module).decode_predictions(probabilities, top=top)[0]
         return [(label, float(p)) for _, label, p in decoded], None

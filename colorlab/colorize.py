@@ -69,6 +69,8 @@ def load_model(path):
         raise UserError(f"{path}: not a Keras model file (expected a .keras file, as the stages write)")
     import keras
 
+    from colorlab import classifiers, fusion  # noqa: F401  (registers the full stage's layers, so its models load)
+
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras reports bad files with many exception types
