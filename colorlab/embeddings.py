@@ -24,13 +24,14 @@ side is the classifier's input size, its lightness squeezed to a square of that 
 """
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from keras import ops
 
-from colorlab import classifiers, files, images, lab
+from colorlab import classifiers, data, files, images, lab
 
 # Change this when the way a photo becomes the classifier's input changes: every cached embedding
 # then gets a new key and is recomputed.
@@ -169,7 +170,10 @@ class Cache:
                         if verbose:
                             print(f"skipped {error}", flush=True)
                 if ls:
-                    result = np.asarray(ops.convert_to_numpy(self.embed(np.stack(ls))), dtype=np.float32)
+                    # Always a full batch (the last one padded with copies): one shape, so the classifier's
+                    # compiled graph is built once, not once per batch size (seconds each, for a big one).
+                    full = np.stack(ls + [ls[-1]] * (self.batch_size - len(ls)))
+                    result = np.asarray(ops.convert_to_numpy(self.embed(full)), dtype=np.float32)[: len(ls)]
                     for digest, vector in zip(batch, result):
                         self.write(digest, vector)  # kept at once: an interrupted run loses no finished work
                         vectors[digest] = vector
@@ -183,3 +187,70 @@ class Cache:
 
 def _checksum(vector):
     return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training batches that carry each crop's embedding
+
+
+class EmbeddedPhotos(data.Photos):
+    """``colorlab.data.Photos`` whose batches are ``((l, embedding), ab)``: each crop with the cached
+    embedding of the whole photo it was cut from, for a model with two inputs.
+
+    Crops, flips, validation and unreadable photos work exactly as in ``Photos``; ``embeddings`` holds
+    one row per path (from :meth:`Cache.get`), read from memory, so a batch costs no classifier call.
+    """
+
+    def __init__(self, paths, embeddings, image_size, batch_size, steps=None, **options):
+        super().__init__(paths, image_size, batch_size, steps, **options)
+        self.embeddings = np.asarray(embeddings, dtype=np.float32)
+        if self.embeddings.ndim != 2 or len(self.embeddings) != len(self.paths):
+            raise ValueError(f"expected one embedding per photo, {len(self.paths)} rows, got shape {self.embeddings.shape}")
+        self._thread = threading.local()  # the photos of the batch that this worker thread is cutting
+
+    @classmethod
+    def attach(cls, photos, embeddings):
+        """The same dataset as ``photos`` (same photos, crops and settings), with ``embeddings`` attached."""
+        embedded = cls(photos.paths, embeddings, photos.image_size, photos.batch_size,
+                       photos.steps if photos.random else None, random=photos.random, zoom=photos.zoom,
+                       seed=photos.seed, workers=photos.workers, max_queue_size=photos.max_queue_size)
+        embedded.skipped = photos.skipped
+        return embedded
+
+    def __getitem__(self, index):
+        self._thread.used = []
+        l, ab = super().__getitem__(index)
+        rows = self.embeddings[self._thread.used]  # (batch, D): the photo behind each crop
+        return (l, rows), ab
+
+    def _load(self, i, size):
+        rgb = super()._load(i, size)
+        if rgb is not None:
+            self._thread.last = i  # the photo a crop is cut from (after any unreadable ones were replaced)
+        return rgb
+
+    def _random_crop(self, number):
+        crop = super()._random_crop(number)
+        self._thread.used.append(self._thread.last)
+        return crop
+
+    def _centre_crop(self, i):
+        crop = super()._centre_crop(i)
+        self._thread.used.append(self._thread.last)
+        return crop
+
+
+def predictor(embed):
+    """``predict(model, l)`` for a two-input colouriser, as ``training.fit`` and ``training.colourise``
+    take it: the embedding of the whole photo ``l`` (1, H, W, 1), computed by ``embed`` the first time
+    this photo is seen and remembered, then ``model([l, embedding])``."""
+    known = {}
+
+    def predict(model, l):
+        l = np.ascontiguousarray(ops.convert_to_numpy(l), dtype=np.float32)
+        key = (l.shape, hashlib.sha256(l.tobytes()).hexdigest())
+        if key not in known:
+            known[key] = ops.convert_to_numpy(embed(l, training=False))
+        return model([l, known[key]], training=False)
+
+    return predict

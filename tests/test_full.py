@@ -1,5 +1,6 @@
 """The full stage: the classifier sees what it expects, embeddings are cached safely, fusion fits any size."""
 
+import json
 import shutil
 
 import keras
@@ -9,7 +10,7 @@ from keras import ops
 from PIL import Image
 
 from colorlab import UserError, classifiers, embeddings, fusion, images, lab
-from conftest import ROOT
+from conftest import ROOT, messages, run_python
 
 SAMPLES = ["astronaut", "chelsea", "coffee", "rocket"]
 
@@ -244,8 +245,9 @@ def cache_for(tmp_path, embed, classifier="mobilenet_v3_small", fingerprint="wei
 
 def test_a_cache_hit_returns_the_same_vector_without_the_classifier(tmp_path, photos):
     embed = CountingEmbed()
-    first = cache_for(tmp_path, embed).get(photos, verbose=False)
-    assert embed.photos == 4 and first.shape == (4, 8) and np.isfinite(first).all()
+    cache = cache_for(tmp_path, embed)
+    first = cache.get(photos, verbose=False)
+    assert cache.computed == 4 and embed.photos > 0 and first.shape == (4, 8) and np.isfinite(first).all()
     assert len({tuple(row) for row in first}) == 4  # four photos, four embeddings
     again = CountingEmbed()
     cache = cache_for(tmp_path, again)  # a new run: only the files on disk are shared
@@ -263,17 +265,17 @@ def test_a_changed_photo_classifier_or_weights_recomputes(tmp_path, photos):
     first = cache_for(tmp_path, embed).get(photos, verbose=False)
     rgb = images.load(photos[1])
     images.save(photos[1], rgb[:, ::-1])  # the photo, mirrored: same name, new content
-    embed.photos = 0
-    second = cache_for(tmp_path, embed).get(photos, verbose=False)
-    assert embed.photos == 1  # only the changed photo
+    cache = cache_for(tmp_path, embed)
+    second = cache.get(photos, verbose=False)
+    assert cache.computed == 1 and cache.hits == 3  # only the changed photo
     np.testing.assert_array_equal(second[[0, 2, 3]], first[[0, 2, 3]])
     assert not np.array_equal(second[1], first[1])
-    embed.photos = 0
-    cache_for(tmp_path, embed, classifier="efficientnet_b0").get(photos, verbose=False)
-    assert embed.photos == 4  # another classifier: nothing reused
-    embed.photos = 0
-    cache_for(tmp_path, embed, fingerprint="weights-2").get(photos, verbose=False)
-    assert embed.photos == 4  # other weights: nothing reused
+    cache = cache_for(tmp_path, embed, classifier="efficientnet_b0")
+    cache.get(photos, verbose=False)
+    assert cache.computed == 4  # another classifier: nothing reused
+    cache = cache_for(tmp_path, embed, fingerprint="weights-2")
+    cache.get(photos, verbose=False)
+    assert cache.computed == 4  # other weights: nothing reused
 
 
 def corrupt_truncated(path, other):
@@ -303,10 +305,9 @@ def test_a_corrupt_cache_file_is_recomputed_not_trusted(tmp_path, photos, damage
     first = cache.get(photos, verbose=False)
     files = [cache.file(embeddings.photo_hash(p)) for p in photos]
     damage(files[2], files[3])
-    embed.photos = 0
     cache = cache_for(tmp_path, embed)
     np.testing.assert_array_equal(cache.get(photos, verbose=False), first)
-    assert embed.photos == 1 and cache.corrupt == 1
+    assert cache.computed == 1 and cache.corrupt == 1
     embed.photos = 0
     cache_for(tmp_path, embed).get(photos, verbose=False)
     assert embed.photos == 0  # the recomputed file replaced the bad one
@@ -320,7 +321,7 @@ def test_unreadable_and_duplicate_photos(tmp_path, photos):
     embed = CountingEmbed()
     cache = cache_for(tmp_path, embed)
     vectors = cache.get([broken, *photos, twin], verbose=False)
-    assert embed.photos == 4  # the twin is the same content: computed once
+    assert cache.computed == 4  # the twin is the same content: computed once
     assert np.isnan(vectors[0]).all() and str(broken) in cache.skipped
     np.testing.assert_array_equal(vectors[5], vectors[2])
 
@@ -330,5 +331,111 @@ def test_a_photo_saved_differently_is_a_different_photo(tmp_path, photos):
     embed = CountingEmbed()
     cache_for(tmp_path, embed).get(photos[:1], verbose=False)
     Image.open(photos[0]).save(photos[0], quality=50)
-    cache_for(tmp_path, embed).get(photos[:1], verbose=False)
-    assert embed.photos == 2
+    cache = cache_for(tmp_path, embed)
+    cache.get(photos[:1], verbose=False)
+    assert cache.computed == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# The stage, run as a learner runs it (a small classifier with random weights: tests never download)
+
+TINY = ["--IMAGE_SIZE=32", "--BATCH_SIZE=4", "--STEPS_PER_EPOCH=4", "--EPOCHS=3", "--WORKERS=1",
+        "--CLASSIFIER=mobilenet_v3_small", "--CLASSIFIER_WEIGHTS=None"]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("full")
+    result = run_python("full/train.py", *TINY, f"--EMBEDDING_CACHE={tmp / 'cache'}", f"--OUT_DIR={tmp / 'out'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, result.stdout
+
+
+def test_full_stage_trains_and_says_loudly_that_random_weights_mean_nothing(full_run):
+    tmp, stdout = full_run
+    metrics = json.loads((tmp / "out" / "metrics.json").read_text())
+    loss = metrics["history"]["loss"]
+    assert len(loss) == 3 and loss[-1] < 0.8 * loss[0]  # it learns (measured: 0.099 -> 0.032)
+    assert np.isfinite(metrics["val_loss"]) and metrics["grey_val_loss"] > 0
+    assert metrics["classifier"] == "mobilenet_v3_small" and metrics["classifier_weights"] is None
+    assert metrics["embedding_meaningful"] is False
+    assert metrics["embeddings_computed"] == 7 and metrics["embeddings_from_cache"] == 0  # 7 photos, once each
+    assert stdout.count("RANDOM weights") >= 2 and "MEANINGLESS" in stdout  # at the start and at the end
+    assert "the classifier receives values in [" in stdout and "top-5 guesses" in stdout
+    out = tmp / "out"
+    assert {"result.png", "loss.png", "classifier_input.png", "model.keras", "metrics.json", "settings.json",
+            "checkpoint", "grids"} <= {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["epoch-0001.png", "epoch-0002.png", "epoch-0003.png"]
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]  # every write completed
+    assert json.loads((out / "settings.json").read_text())["CLASSIFIER_WEIGHTS"] is None
+
+
+def test_the_saved_model_needs_only_l_and_matches_the_trained_colouriser(full_run):
+    tmp, _ = full_run
+    complete = keras.saving.load_model(tmp / "out" / "model.keras")
+    assert len(complete.inputs) == 1 and tuple(complete.inputs[0].shape) == (None, None, None, 1)
+    embed = complete.get_layer("embedder")  # the classifier, inside the model
+    trained = keras.saving.load_model(next((tmp / "out" / "checkpoint").glob("epoch-0003.keras")))  # (l, embedding) -> ab
+    rng = np.random.default_rng(0)
+    for height, width in [(8, 8), (24, 16), (40, 56)]:
+        l = rng.random((2, height, width, 1), dtype=np.float32)
+        ab = ops.convert_to_numpy(complete(l))
+        assert ab.shape == (2, height, width, 2) and np.abs(ab).max() <= 1
+        np.testing.assert_allclose(ab, ops.convert_to_numpy(trained([l, embed(l)])), atol=1e-5)
+
+
+def test_colorize_and_evaluate_take_the_full_model_alone(full_run):
+    tmp, _ = full_run
+    model = tmp / "out" / "model.keras"
+    code = (  # a fresh process: nothing of the full stage is imported before the tools load the model
+        "import sys; from colorlab import colorize, evaluate; "
+        f"sys.exit(colorize.main(['data/samples/chelsea.jpg', '--model', r'{model}', '--out', r'{tmp / 'colourised'}']) "
+        f"or evaluate.main(['data/samples/coffee.jpg', '--model', r'{model}', '--out', r'{tmp / 'evaluation'}']))"
+    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rgb = images.load(tmp / "colourised" / "chelsea.png")
+    assert rgb.shape == images.load(sample("chelsea")).shape
+    summary = json.loads((tmp / "evaluation" / "summary.json").read_text())
+    assert summary["photos"] == 1 and np.isfinite(summary["mean"]["model"]["ciede2000"])
+
+
+def test_fusion_lets_the_embedding_decide_the_colour(full_run):
+    # Two kinds of photo with the same lightness statistics, one reddish, one greenish: only the
+    # embedding tells them apart. The stage's network (fresh weights) must learn to use it.
+    tmp, _ = full_run
+    trained = keras.saving.load_model(tmp / "out" / "checkpoint" / "epoch-0003.keras")
+    keras.utils.set_random_seed(0)
+    model = keras.models.clone_model(trained)  # the stage's architecture, new random weights
+    rng = np.random.default_rng(0)
+    kind = rng.integers(2, size=32)
+    l = rng.random((32, 16, 16, 1), dtype=np.float32)
+    ab = np.broadcast_to(np.where(kind, 0.3, -0.3)[:, None, None, None], (32, 16, 16, 2)).astype(np.float32)
+    embedding = np.zeros((32, 1000), np.float32)
+    embedding[np.arange(32), kind] = 1.0
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="mse")
+    history = model.fit([l, embedding], ab, batch_size=16, epochs=15, verbose=0).history["loss"]
+    blind = float(np.mean((ab - ab.mean()) ** 2))  # the best any colour-blind-to-the-embedding model does: 0.09
+    assert history[-1] < 0.1 * blind, history
+    answer = ops.convert_to_numpy(model([l[:2], embedding[[1, 0]]]))  # the same l with the other embedding
+    assert np.sign(answer.mean(axis=(1, 2, 3))).tolist() == np.sign(np.where(kind[[1, 0]], 0.3, -0.3)).tolist()
+
+
+def test_a_second_run_reads_every_embedding_from_the_cache(full_run):
+    tmp, _ = full_run
+    result = run_python("full/train.py", *TINY, "--EPOCHS=4", "--RESUME=True",
+                        f"--EMBEDDING_CACHE={tmp / 'cache'}", f"--OUT_DIR={tmp / 'out'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp / "out" / "metrics.json").read_text())
+    assert metrics["embeddings_computed"] == 0 and metrics["embeddings_from_cache"] == 7
+    assert metrics["epochs"] == 4 and len(metrics["history"]["loss"]) == 4  # resumed: 3 + 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--CLASSIFIER=vgg16"], "error: unknown CLASSIFIER 'vgg16'; choose one of: inception_resnet_v2, "),
+    (["--CLASSIFIER_WEIGHTS=no/such.weights.h5"], "error: no/such.weights.h5: no such file; CLASSIFIER_WEIGHTS must be"),
+])
+def test_mistakes_are_one_line(args, message, tmp_path):
+    result = run_python("full/train.py", *TINY, f"--OUT_DIR={tmp_path / 'out'}", f"--EMBEDDING_CACHE={tmp_path}", *args)
+    lines = messages(result.stderr)
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]

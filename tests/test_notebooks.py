@@ -11,6 +11,11 @@ from conftest import ROOT, run_notebook
 # Tiny parameters for each notebook, so the whole file runs in seconds. A new notebook needs an entry.
 TINY = {
     "alpha/train.ipynb": lambda out: {"IMAGE_SIZE": 24, "EPOCHS": 3, "OUT_DIR": str(out)},
+    "full/train.ipynb": lambda out: {
+        "IMAGE_SIZE": 32, "BATCH_SIZE": 4, "STEPS_PER_EPOCH": 2, "EPOCHS": 1, "WORKERS": 1,
+        "CLASSIFIER": "mobilenet_v3_small", "CLASSIFIER_WEIGHTS": None,
+        "EMBEDDING_CACHE": str(out / "cache"), "OUT_DIR": str(out / "run"),
+    },
     "notebooks/color_spaces.ipynb": lambda out: {"IMAGE_SIZE": 48, "OUT_FILE": str(out / "color_spaces.png")},
 }
 SOURCES = [source.relative_to(ROOT) for source in notebooks.sources()]
@@ -46,3 +51,6 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
     if notebook == "alpha/train.ipynb":
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["epochs"] == 3 and metrics["size"] == [24, 24]  # papermill's parameters were used
+    if notebook == "full/train.ipynb":
+        metrics = json.loads((out / "run" / "metrics.json").read_text())
+        assert metrics["epochs"] == 1 and metrics["classifier"] == "mobilenet_v3_small"  # papermill's parameters
