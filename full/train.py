@@ -93,7 +93,6 @@ settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
 settings.check(CLASSIFIER in classifiers.CLASSIFIERS,
                f"unknown CLASSIFIER {CLASSIFIER!r}; choose one of: {', '.join(classifiers.CLASSIFIERS)}")
 settings.check(not Path(EMBEDDING_CACHE).is_file(), f"EMBEDDING_CACHE must be a folder; {EMBEDDING_CACHE} is a file")
-out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
 keras.utils.set_random_seed(SEED)
 
 # %% [markdown]
@@ -105,6 +104,7 @@ keras.utils.set_random_seed(SEED)
 train, validation = data.from_folder(
     DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS
 )
+out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
 
 # %% [markdown]
 # ## The classifier
@@ -272,9 +272,12 @@ print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter()
 
 # %%
 train_loss, val_loss = run.history["loss"][-1], run.history["val_loss"][-1]
-print(f"final training loss {train_loss:.5f}   validation loss {val_loss:.5f}   predicting grey {grey_loss:.5f}")
+best_epoch = min(range(run.epochs), key=lambda epoch: run.history["val_loss"][epoch]) + 1
+best_val_loss = run.history["val_loss"][best_epoch - 1]
+print(f"final training loss {train_loss:.5f}   validation loss {val_loss:.5f} (lowest {best_val_loss:.5f}, "
+      f"after epoch {best_epoch})   predicting grey {grey_loss:.5f}")
 verdict = "better" if val_loss < grey_loss else "WORSE"
-print(f"on photos it never saw, the network is {verdict} than grey: {100 * (1 - val_loss / grey_loss):+.0f}% loss")
+print(f"on photos it never saw, the network does {verdict} than predicting grey ({val_loss / grey_loss:.2f}x its loss)")
 colourised = training.colourise(model, rgbs, predict)
 plots.save_grid(out_dir / "result.png", [lab.grey(rgb) for rgb in rgbs], colourised, rgbs, names)
 if not meaningful:
@@ -305,7 +308,7 @@ training.save_model(complete, out_dir / "model.keras")
 crops_seen = run.epochs * STEPS_PER_EPOCH * BATCH_SIZE
 metrics = {
     "train_loss": train_loss, "val_loss": val_loss, "grey_val_loss": grey_loss, "epochs": run.epochs,
-    "history": run.history, "seconds": run.seconds,
+    "best_val_loss": best_val_loss, "best_epoch": best_epoch, "history": run.history, "seconds": run.seconds,
     "crops_per_second": crops_seen / run.seconds if run.seconds else None,
     "train_photos": len(train.paths), "validation_photos": len(validation.paths),
     "skipped_files": len({**train.skipped, **validation.skipped, **cache.skipped}),
