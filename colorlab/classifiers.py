@@ -199,8 +199,9 @@ class ClassifierInput(keras.layers.Layer):
 
     def call(self, l):
         l = fit_l(ops.cast(l, "float32"), self.recipe.size)  # (N, size, size, 1)
-        rgb255 = ops.repeat(grey_srgb(l) * 255.0, 3, axis=-1)  # (N, size, size, 3) in [0, 255]
-        return self.recipe.preprocess(rgb255)
+        grey255 = grey_srgb(l) * 255.0
+        rgb255 = ops.concatenate([grey255, grey255, grey255], axis=-1)  # (N, size, size, 3) in [0, 255], a new
+        return self.recipe.preprocess(rgb255)  # tensor: some preprocess_input functions write in place
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.recipe.size, self.recipe.size, 3)

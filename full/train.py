@@ -29,7 +29,7 @@
 #    than the colouriser, so most of the training time went to recomputing the same numbers. Here
 #    each photo's embedding is computed once and kept on disk.
 #
-# Run it from the repository root with `python full/train.py` (about 4 minutes on a 2-core laptop CPU
+# Run it from the repository root with `python full/train.py` (about 5 minutes on a 2-core laptop CPU
 # with the 7 sample photos), or `python full/train.py --help` to list the settings. `full/README.md`
 # gives the settings for a real dataset. In Jupyter, open `full/train.ipynb`: it is generated from
 # this file.
@@ -266,9 +266,12 @@ print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter()
 # %% [markdown]
 # ## The result
 # The validation photos, whole, coloured by the network, which has never trained on them. With
-# random classifier weights, expect beta's result at best: the embedding is noise to the network.
-# With ImageNet weights, the embedding starts to help once the network has seen enough photos of each
-# kind of scene: thousands of photos, not the 7 samples (see `full/README.md`).
+# random classifier weights, expect beta's result at best: the embedding says nothing about what is
+# in the photo. It still differs from photo to photo, though, so with only 5 training photos it can
+# serve as a *name* for each one, and help the network learn them by heart: a lower training loss
+# than beta's, not a better validation loss. With ImageNet weights, the embedding starts to help once
+# the network has seen enough photos of each kind of scene: thousands, not the 7 samples (see
+# `full/README.md`).
 
 # %%
 train_loss, val_loss = run.history["loss"][-1], run.history["val_loss"][-1]
