@@ -24,7 +24,7 @@
 # photos the network never trains on, a much bigger encoder-decoder network, and the comforts of a long
 # run (checkpoints you can resume from, TensorBoard, a result picture after every epoch).
 #
-# Run it from the repository root with `python beta/train.py` (about 3 minutes on a 2-core laptop CPU,
+# Run it from the repository root with `python beta/train.py` (2 to 5 minutes on a 2-core laptop CPU,
 # with the 7 sample photos), or `python beta/train.py --help` to list the settings. `beta/README.md`
 # gives the settings for a real dataset on a GPU. In Jupyter, open `beta/train.ipynb`: it is generated
 # from this file.
@@ -67,12 +67,11 @@ settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
 settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be between 0 and 1, got {VALIDATION_FRACTION}")
 settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
 settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
-out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
 keras.utils.set_random_seed(SEED)
 
 # %% [markdown]
 # ## The photos: streamed, cropped, and a validation set
-# A real dataset does not fit in memory (Imagenette's 9,500 photos would take 10 GB as float arrays),
+# A real dataset does not fit in memory (Imagenette's 13,000 photos would take over 20 GB as floats),
 # so we never load it: `data.from_folder` keeps only the list of file names. When Keras asks for a
 # batch, `WORKERS` threads read the photos from disk, cut the crops and convert them to Lab, while the
 # model trains on the previous batch.
@@ -95,6 +94,7 @@ keras.utils.set_random_seed(SEED)
 train, validation = data.from_folder(
     DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS
 )
+out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
 l, ab = train[0]  # one batch: l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1) in [0, 1], ab (..., 2) in [-1, 1]
 print(f"a batch: l {l.shape} in [{l.min():.2f}, {l.max():.2f}], ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}]")
 crops = lab.l_ab_to_rgb(l[:4], ab[:4])  # the first 4 crops, back in RGB
@@ -114,7 +114,7 @@ print(f"predicting grey on the {len(validation.paths)} validation photos: loss {
 # ## The network: an encoder-decoder
 # The **encoder** turns the lightness into a description of what is where. Three convolutions with
 # `strides=2` halve the picture each time, so that a pixel of the last layers (at 1/8 size) sums up an
-# area of dozens of pixels around it: enough context to tell sky from sea. The channels grow from 64
+# area dozens of pixels across: enough context to tell sky from sea. The channels grow from 64
 # to 512 as the picture shrinks: fewer places, more to say about each. The **decoder** turns that
 # description back into colours, doubling the size with `UpSampling2D` until it is back at full size.
 #
@@ -203,15 +203,15 @@ best_val_loss = run.history["val_loss"][best_epoch - 1]
 print(f"final training loss {train_loss:.5f}   validation loss {val_loss:.5f} (lowest {best_val_loss:.5f}, "
       f"after epoch {best_epoch})   predicting grey {grey_loss:.5f}")
 verdict = "better" if val_loss < grey_loss else "WORSE"
-print(f"on photos it never saw, the network is {verdict} than grey: {100 * (1 - val_loss / grey_loss):+.0f}% loss")
+print(f"on photos it never saw, the network does {verdict} than predicting grey ({val_loss / grey_loss:.2f}x its loss)")
 plots.save_grid(out_dir / "result.png", [lab.grey(rgb) for rgb in rgbs], training.colourise(model, rgbs), rgbs, names)
 
 # %% [markdown]
 # ## Saving
 # The model goes to `OUT_DIR/model.keras`. Like alpha's, it takes `l` (any size that divides by 8) and
-# returns `ab`, so the repository's `colorize` tool colours any photo with it: give it
-# `--model outputs/beta/model.keras`. Files are written atomically: a run killed while saving never
-# leaves a broken file.
+# returns `ab`, so the `colorize` tool colours any photo with it, at the photo's own resolution:
+# `colorize photo.jpg --model outputs/beta/model.keras --out colourised/`. Files are written
+# atomically: a run killed while saving never leaves a broken file.
 
 # %%
 plots.save_loss_curve(
@@ -225,7 +225,7 @@ metrics = {
     "best_val_loss": best_val_loss, "best_epoch": best_epoch,
     "seconds": run.seconds, "crops_per_second": crops_seen / run.seconds if run.seconds else None,
     "train_photos": len(train.paths), "validation_photos": len(validation.paths),
-    "skipped_files": len({**train.skipped, **validation.skipped}),
+    "skipped_files": len({**train.skipped, **validation.skipped}), "backend": keras.backend.backend(),
 }
 files.write_json(out_dir / "metrics.json", metrics)
 files.write_json(out_dir / "settings.json", config)

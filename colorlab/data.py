@@ -1,9 +1,8 @@
 """Training input: photos streamed from a folder as ``(l, ab)`` batches, decoded in parallel threads.
 
 A folder of 100,000 photos does not fit in memory, and it does not have to: a :class:`Photos` dataset
-keeps only the list of file names. Each batch is read from disk when Keras asks for it, by one of
-``workers`` threads, while the model trains on the previous batch (up to ``max_queue_size`` batches are
-prepared ahead)::
+keeps only the list of file names. Each batch is read from disk by one of ``workers`` threads while the
+model trains on the batches before it (up to ``max_queue_size`` batches are prepared ahead)::
 
     train, validation = data.from_folder("data/samples", image_size=128, batch_size=8, steps=10)
     model.fit(train, validation_data=validation, epochs=5, callbacks=[data.NextEpoch(train)])
@@ -21,6 +20,12 @@ prepared ahead)::
   (:func:`split`), the same every epoch, so that validation losses of different epochs compare.
 - An unreadable photo (corrupt, truncated, not an image) is reported once, in one line, and replaced
   by another photo; ``Photos.skipped`` lists what was skipped, and why.
+
+Why the threads are our own rather than Keras's (``PyDataset(workers=...)``): Keras's queue keeps the
+batches it prepared ahead when an epoch ends and serves them at the start of the next one (and on the
+JAX and PyTorch backends it reads a batch before the first epoch), so which crops an epoch gets would
+depend on Keras's timing, and a resumed run would differ from an uninterrupted one. Here every batch
+prepared ahead is labelled with its epoch and number, and only the batch asked for is ever served.
 
 Each batch is ``(l, ab)``: float32 arrays of shape (batch, image_size, image_size, 1) in [0, 1] and
 (batch, image_size, image_size, 2) in [-1, 1] (see ``colorlab.lab``), converted from RGB with a
@@ -78,13 +83,15 @@ class Photos(keras.utils.PyDataset):
         zoom: for training, the photo's shorter side is scaled to between 1 and ``zoom`` times
             ``image_size`` before cropping, so that crops frame the scene more or less tightly.
         seed: every random choice follows from it (and from the epoch and batch number).
-        workers: threads that read photos in parallel during ``fit``; 1 reads them in the main thread.
+        workers: threads that read the next batches while the model trains; 1 reads each batch only
+            when it is asked for. The batches are the same whatever the number.
         max_queue_size: batches prepared ahead of the model, at most.
     """
 
     def __init__(self, paths, image_size, batch_size, steps=None, *, random=True, zoom=1.0, seed=0,
                  workers=1, max_queue_size=10):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        # Keras sees one worker, so it reads batches in order and keeps none; our threads read ahead.
+        super().__init__(workers=1, use_multiprocessing=False, max_queue_size=max_queue_size)
         self.paths = [str(p) for p in paths]  # plain strings: 100k names take a few MB
         if not self.paths:
             raise ValueError("Photos needs at least one photo")
@@ -94,6 +101,7 @@ class Photos(keras.utils.PyDataset):
             raise ValueError("random (training) batches need steps, the number of batches per epoch")
         if zoom < 1:
             raise ValueError(f"zoom must be at least 1, got {zoom}")
+        self.threads = max(1, int(workers))
         self.image_size = image_size
         self.batch_size = batch_size
         self.random = random
@@ -104,6 +112,8 @@ class Photos(keras.utils.PyDataset):
         self.skipped = {}  # path -> why it was skipped
         self._lock = threading.Lock()
         self._orders = {}  # a shuffled order of the photos per pass; two at most (ints, not pixels)
+        self._pool = None  # the reading threads, started on first use
+        self._ahead = {}  # (epoch, batch number) -> Future of that batch, read ahead
 
     def __len__(self):
         return self.steps
@@ -116,8 +126,24 @@ class Photos(keras.utils.PyDataset):
         """Batch ``index`` of the current epoch: ``(l, ab)``, float32."""
         if not 0 <= index < self.steps:
             raise IndexError(f"batch {index} of an epoch of {self.steps} batches")
+        epoch = self.epoch
+        if self.threads == 1:
+            return self._batch(epoch, index)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="photos")
+            for key in [k for k in self._ahead if k[0] != epoch or k[1] < index]:  # no longer wanted
+                self._ahead.pop(key).cancel()
+            batch = self._ahead.pop((epoch, index), None) or self._pool.submit(self._batch, epoch, index)
+            for ahead in range(index + 1, min(index + 1 + self.max_queue_size, self.steps)):
+                if (epoch, ahead) not in self._ahead:
+                    self._ahead[(epoch, ahead)] = self._pool.submit(self._batch, epoch, ahead)
+        return batch.result()
+
+    def _batch(self, epoch, index):
+        """Batch ``index`` of ``epoch``, read from disk: ``(l, ab)``."""
         if self.random:
-            first = (self.epoch * self.steps + index) * self.batch_size  # crops are numbered across epochs
+            first = (epoch * self.steps + index) * self.batch_size  # crops are numbered across epochs
             rgb = np.stack([self._random_crop(first + k) for k in range(self.batch_size)])
         else:
             numbers = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.paths)))
@@ -249,10 +275,9 @@ def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, 
 
 def grey_loss(dataset):
     """The mean squared error of predicting no colour (ab = 0) on ``dataset``: the baseline to beat."""
-    def squares(index):
+    total = count = 0.0
+    for index in range(len(dataset)):  # a Photos dataset reads the next batches meanwhile
         _, ab = dataset[index]
-        return float(np.sum(np.square(ab, dtype=np.float64))), ab.size
-
-    with ThreadPoolExecutor(max(1, dataset.workers)) as pool:  # the batches are read in parallel, as in fit
-        sums = list(pool.map(squares, range(len(dataset))))
-    return sum(s for s, _ in sums) / sum(n for _, n in sums)
+        total += float(np.sum(np.square(ab, dtype=np.float64)))
+        count += ab.size
+    return total / count

@@ -213,13 +213,13 @@ class EmbeddedPhotos(data.Photos):
         """The same dataset as ``photos`` (same photos, crops and settings), with ``embeddings`` attached."""
         embedded = cls(photos.paths, embeddings, photos.image_size, photos.batch_size,
                        photos.steps if photos.random else None, random=photos.random, zoom=photos.zoom,
-                       seed=photos.seed, workers=photos.workers, max_queue_size=photos.max_queue_size)
+                       seed=photos.seed, workers=photos.threads, max_queue_size=photos.max_queue_size)
         embedded.skipped = photos.skipped
         return embedded
 
-    def __getitem__(self, index):
-        self._thread.used = []
-        l, ab = super().__getitem__(index)
+    def _batch(self, epoch, index):
+        self._thread.used = []  # filled by the crops below, all cut in this thread
+        l, ab = super()._batch(epoch, index)
         rows = self.embeddings[self._thread.used]  # (batch, D): the photo behind each crop
         return (l, rows), ab
 

@@ -41,7 +41,7 @@ def load(path, size=None, side="longer"):
         target = None
         if size is not None:
             scale = size / (max(image.size) if side == "longer" else min(image.size))
-            target = tuple(max(1, round(side * scale)) for side in image.size)
+            target = tuple(max(1, round(n * scale)) for n in image.size)
             if image.format == "JPEG" and scale < 1:
                 image.draft(None, target)  # let the JPEG decoder shrink by 1/2, 1/4 or 1/8 for free
         try:

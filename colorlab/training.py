@@ -9,10 +9,10 @@ photos calls it the same way::
 
 What it adds, each piece also usable on its own:
 
-- :class:`Checkpoint`: after every epoch, the model with its optimizer state, the epoch number and the
-  loss history, written atomically into ``OUT_DIR/checkpoint``; ``resume=True`` continues from the
-  last completed epoch, so an interrupted run (Ctrl-C, a killed process, a crash) ends where an
-  uninterrupted one would have.
+- :class:`Checkpoint`: after every epoch, the model's weights with its optimizer state, the epoch
+  number and the loss history, written atomically into ``OUT_DIR/checkpoint``; ``resume=True``
+  continues from the last completed epoch, so an interrupted run (Ctrl-C, a killed process, a crash)
+  ends where an uninterrupted one would have.
 - :class:`ResultGrid`: after every epoch, a few photos the model never trained on, coloured by it, in
   ``OUT_DIR/grids/epoch-0001.png`` ... (grey | colourised | original).
 - TensorBoard logs in ``OUT_DIR/logs`` (``tensorboard --logdir OUT_DIR/logs``) and Keras's progress bar.
@@ -115,7 +115,8 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
                   shuffle=False, callbacks=all_callbacks, verbose=verbose)
     except KeyboardInterrupt:
         done = checkpoint.state["epoch"]
-        print(f"\ninterrupted: {done} epochs are saved in {folder}; continue with --RESUME=True", flush=True)
+        saved = f"{done} epoch{'' if done == 1 else 's'} {'is' if done == 1 else 'are'} saved"
+        print(f"\ninterrupted: {saved} in {folder}; continue with --RESUME=True", flush=True)
         raise
     finally:
         skipped = {**getattr(train, "skipped", {}), **getattr(validation, "skipped", {})}
@@ -140,10 +141,12 @@ def save_model(model, path):
 class Checkpoint(keras.callbacks.Callback):
     """After each epoch, save everything needed to resume into ``folder``, atomically.
 
-    ``folder/epoch-0007.keras`` holds the model and its optimizer state; ``folder/state.json`` holds the
-    epoch number, the loss history, the training seconds and the settings, and names that ``.keras``
-    file. The state is written after the model and replaces the previous one in a single rename, so
-    whenever the process dies it names a complete model. An epoch whose loss is NaN or infinite is not
+    ``folder/epoch-0007.weights.h5`` holds the weights and the optimizer's state (of every optimizer the
+    model holds, so a GAN's two are saved too); ``folder/state.json`` holds the epoch number, the loss
+    history, the training seconds and the settings, and names that file. The state is written after the
+    weights and replaces the previous one in a single rename, so whenever the process dies it names a
+    complete file. Weights rather than a whole ``.keras`` model: any model can be checkpointed, even
+    one whose configuration cannot be saved, since the stage rebuilds the model before resuming. An epoch whose loss is NaN or infinite is not
     saved, so the checkpoint always holds the last good epoch.
     """
 
@@ -167,13 +170,14 @@ class Checkpoint(keras.callbacks.Callback):
         history = {name: list(values) for name, values in self.state["history"].items()}
         for name, value in logs.items():
             history.setdefault(name, []).append(value)
-        model_file = f"epoch-{epoch + 1:04d}.keras"
-        save_model(self.model, self.folder / model_file)
+        model_file = f"epoch-{epoch + 1:04d}.weights.h5"
+        with files.atomic_path(self.folder / model_file) as tmp:
+            self.model.save_weights(tmp)
         state = {"epoch": epoch + 1, "model": model_file, "history": history, "settings": self.settings,
                  "seconds": self._seconds_before + time.perf_counter() - self._start}
         files.write_json(self.folder / "state.json", state)  # the commit: from now on, resume uses this epoch
         self.state = state
-        for old in self.folder.glob("epoch-*.keras"):
+        for old in self.folder.glob("epoch-*.weights.h5"):
             if old.name != model_file:
                 old.unlink(missing_ok=True)
 

@@ -296,8 +296,8 @@ if not meaningful:
 # Inception-ResNet-v2). To load it in your own code, `import colorlab.classifiers, colorlab.fusion`
 # first: they define its two custom layers.
 #
-# The checkpoint in `OUT_DIR/checkpoint` holds the two-input colouriser alone (a few MB), for
-# resuming.
+# The checkpoint in `OUT_DIR/checkpoint` holds the two-input colouriser's weights and its optimizer's
+# state, without the classifier, for resuming.
 
 # %%
 plots.save_loss_curve(

@@ -102,6 +102,17 @@ def test_crops_differ_between_epochs_and_follow_from_the_seed():
     assert not np.array_equal(other[1][0], second)
 
 
+def test_batches_read_ahead_are_the_batches_asked_for():
+    paths = sorted(SAMPLES.glob("*.jpg"))
+    plain = data.Photos(paths, image_size=16, batch_size=2, steps=5, seed=2)  # reads only what is asked
+    ahead = data.Photos(paths, image_size=16, batch_size=2, steps=5, seed=2, workers=3, max_queue_size=4)
+    ahead[0]  # epoch 0: batches 1 to 4 are now being read ahead
+    for epoch, index in [(1, 2), (1, 3), (0, 1), (2, 0), (2, 4)]:  # jumps, as Keras may make
+        plain.set_epoch(epoch)
+        ahead.set_epoch(epoch)
+        np.testing.assert_array_equal(ahead[index][1], plain[index][1], err_msg=f"epoch {epoch}, batch {index}")
+
+
 def test_every_photo_is_used_once_before_any_is_used_again(tmp_path):
     paths = solid_photos(tmp_path, 8)
     train = data.Photos(paths, image_size=8, batch_size=3, steps=4, seed=1)  # 12 crops per epoch, 8 photos

@@ -9,7 +9,7 @@ import pytest
 from keras import ops
 from PIL import Image
 
-from colorlab import UserError, classifiers, data, embeddings, fusion, images, lab
+from colorlab import UserError, classifiers, data, embeddings, fusion, images, lab, training
 from conftest import ROOT, messages, run_python
 
 SAMPLES = ["astronaut", "chelsea", "coffee", "rocket"]
@@ -375,7 +375,9 @@ def test_the_saved_model_needs_only_l_and_matches_the_trained_colouriser(full_ru
     complete = keras.saving.load_model(tmp / "out" / "model.keras")
     assert len(complete.inputs) == 1 and tuple(complete.inputs[0].shape) == (None, None, None, 1)
     embed = complete.get_layer("embedder")  # the classifier, inside the model
-    trained = keras.saving.load_model(next((tmp / "out" / "checkpoint").glob("epoch-0003.keras")))  # (l, embedding) -> ab
+    trained = keras.models.clone_model(complete.get_layer("colouriser"))  # (l, embedding) -> ab, new weights
+    trained.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    assert training.load_checkpoint(trained, tmp / "out" / "checkpoint")["epoch"] == 3  # the weights trained last
     rng = np.random.default_rng(0)
     for height, width in [(8, 8), (24, 16), (40, 56)]:
         l = rng.random((2, height, width, 1), dtype=np.float32)
@@ -405,9 +407,9 @@ def test_fusion_lets_the_embedding_decide_the_colour(full_run):
     # Two kinds of photo with the same lightness statistics, one reddish, one greenish: only the
     # embedding tells them apart. The stage's network (fresh weights) must learn to use it.
     tmp, _ = full_run
-    trained = keras.saving.load_model(tmp / "out" / "checkpoint" / "epoch-0003.keras")
+    colouriser = keras.saving.load_model(tmp / "out" / "model.keras").get_layer("colouriser")
     keras.utils.set_random_seed(0)
-    model = keras.models.clone_model(trained)  # the stage's architecture, new random weights
+    model = keras.models.clone_model(colouriser)  # the stage's two-input network, new random weights
     rng = np.random.default_rng(0)
     kind = rng.integers(2, size=32)
     l = rng.random((32, 16, 16, 1), dtype=np.float32)
