@@ -207,6 +207,9 @@ class EmbeddedPhotos(data.Photos):
         if self.embeddings.ndim != 2 or len(self.embeddings) != len(self.paths):
             raise ValueError(f"expected one embedding per photo, {len(self.paths)} rows, got shape {self.embeddings.shape}")
         self._thread = threading.local()  # the photos of the batch that this worker thread is cutting
+        for path, row in zip(self.paths, self.embeddings):  # no embedding (unreadable for the cache): never used
+            if not np.all(np.isfinite(row)):
+                self.skipped.setdefault(path, "no embedding: the photo could not be read")
 
     @classmethod
     def attach(cls, photos, embeddings):
@@ -214,7 +217,8 @@ class EmbeddedPhotos(data.Photos):
         embedded = cls(photos.paths, embeddings, photos.image_size, photos.batch_size,
                        photos.steps if photos.random else None, random=photos.random, zoom=photos.zoom,
                        seed=photos.seed, workers=photos.threads, max_queue_size=photos.max_queue_size)
-        embedded.skipped = photos.skipped
+        embedded.skipped.update(photos.skipped)
+        photos.skipped = embedded.skipped  # one record of the files skipped, shared
         return embedded
 
     def _batch(self, epoch, index):
