@@ -114,14 +114,15 @@ out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces 
 #
 # | `CLASSIFIER` | input | after its `preprocess_input` | weights | CPU time per photo* |
 # |---|---|---|---|---|
-# | `inception_resnet_v2` (the 2017 choice) | 299 x 299 | [-1, 1] | 56 M | ~0.35 s |
-# | `inception_v3` | 299 x 299 | [-1, 1] | 24 M | ~0.15 s |
-# | `resnet50` | 224 x 224 | BGR, ImageNet mean subtracted | 26 M | ~0.15 s |
-# | `efficientnet_b0` | 224 x 224 | [0, 255] (it normalizes inside) | 5 M | ~0.05 s |
-# | `mobilenet_v3_small` | 224 x 224 | [0, 255] (it normalizes inside) | 2.5 M | ~0.02 s |
+# | `inception_resnet_v2` (the 2017 choice) | 299 x 299 | [-1, 1] | 56 M | 0.35 to 0.5 s |
+# | `inception_v3` | 299 x 299 | [-1, 1] | 24 M | 0.16 s |
+# | `resnet50` | 224 x 224 | BGR, ImageNet mean subtracted | 26 M | 0.16 s |
+# | `efficientnet_b0` | 224 x 224 | [0, 255] (it normalizes inside) | 5 M | 0.05 s |
+# | `mobilenet_v3_small` | 224 x 224 | [0, 255] (it normalizes inside) | 2.6 M | 0.015 s |
 #
-# \*measured on a 2-core CPU, batches of 8 photos. The classifier is only ever *used*, never trained:
-# its weights stay as they are.
+# \*measured on a busy 2-core CPU with TensorFlow, in batches of 8 photos, after the first batch
+# (which also builds the compiled graph: 3 to 11 s). The classifier is only ever *used*, never
+# trained: its weights stay as they are.
 
 # %%
 classifier, weights_used = classifiers.load(CLASSIFIER, CLASSIFIER_WEIGHTS)  # may download, once
