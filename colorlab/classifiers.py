@@ -74,6 +74,14 @@ def spec(name):
     return CLASSIFIERS[name]
 
 
+class WeightsUnavailable(UserError):
+    """The ImageNet weights could not be downloaded (or read from Keras's cache); ``cause`` says why."""
+
+    def __init__(self, message, cause):
+        super().__init__(message)
+        self.cause = cause
+
+
 def load(name, weights="imagenet", announce=print):
     """Build the classifier ``name`` with ``weights``; return ``(model, used)``.
 
@@ -92,8 +100,8 @@ def load(name, weights="imagenet", announce=print):
     if weights == "auto":
         try:
             return _build(recipe, name, "imagenet"), "imagenet"
-        except UserError as error:
-            announce(random_weights_warning(name, f"the ImageNet weights could not be loaded ({error})"))
+        except WeightsUnavailable as error:
+            announce(random_weights_warning(name, f"CLASSIFIER_WEIGHTS=auto, and the ImageNet weights could not be loaded: {error.cause}"))
             return _build(recipe, name, None), None
     if weights is None:
         announce(random_weights_warning(name, "CLASSIFIER_WEIGHTS=None"))
@@ -137,10 +145,11 @@ def _build(recipe, name, weights):
     except Exception as error:
         if weights != "imagenet":
             raise
-        raise UserError(
+        raise WeightsUnavailable(
             f"cannot load the ImageNet weights of {name} ({_first_line(error)}). Connect to the internet once "
             f"(Keras then keeps them in ~/.keras/models), or set CLASSIFIER_WEIGHTS to the path of a weights file, "
-            f"or to None to run with random weights (the embedding then means nothing)"
+            f"or to None to run with random weights (the embedding then means nothing)",
+            _first_line(error),
         ) from None
 
 
