@@ -23,6 +23,7 @@ module does them once, for training, ``colorize`` and ``evaluate`` alike:
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -110,8 +111,6 @@ def load(name, weights="imagenet", announce=print):
         return _build(recipe, name, "imagenet"), "imagenet"
     if not isinstance(weights, str):
         raise UserError(f"CLASSIFIER_WEIGHTS must be {WEIGHTS_CHOICES}; got {weights!r}")
-    from pathlib import Path
-
     path = Path(weights)
     if not path.is_file():
         problem = "is a folder" if path.is_dir() else "no such file"

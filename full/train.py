@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 from keras import layers
 
 from colorlab import classifiers, data, embeddings, files, fusion, images, lab, plots, settings, training
