@@ -17,10 +17,12 @@ from colorlab import UserError
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure delete it.
 
-    The temporary name keeps the suffix (Keras picks the format from ``.keras``, Pillow from ``.png``).
+    The temporary name keeps the suffixes (Keras picks the format from ``.keras`` or ``.weights.h5``,
+    Pillow from ``.png``).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    suffixes = "".join(path.suffixes)
+    tmp = path.with_name(f".{path.name[: len(path.name) - len(suffixes)]}.tmp-{os.getpid()}{suffixes}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -27,17 +27,21 @@ class ImageError(UserError):
         self.problem = problem
 
 
-def load(path, size=None):
+def load(path, size=None, side="longer"):
     """Read a photo as an (H, W, 3) float32 array in [0, 1].
 
-    With ``size``, the photo is scaled (up or down, aspect ratio kept) so that its longer side is
-    ``size`` pixels.
+    With ``size``, the photo is scaled (up or down, aspect ratio kept) so that its ``side`` ("longer"
+    or "shorter") is ``size`` pixels: "longer" fits the whole photo in a ``size`` square, "shorter"
+    makes it cover one, so that a ``size`` x ``size`` crop can be cut from it. A big JPEG is decoded
+    directly at a reduced size, which is several times faster than decoding it whole.
     """
+    if side not in ("longer", "shorter"):
+        raise ValueError(f"side must be 'longer' or 'shorter', got {side!r}")
     with _open(path) as image:
         target = None
         if size is not None:
-            scale = size / max(image.size)
-            target = tuple(max(1, round(side * scale)) for side in image.size)
+            scale = size / (max(image.size) if side == "longer" else min(image.size))
+            target = tuple(max(1, round(n * scale)) for n in image.size)
             if image.format == "JPEG" and scale < 1:
                 image.draft(None, target)  # let the JPEG decoder shrink by 1/2, 1/4 or 1/8 for free
         try:
@@ -87,6 +91,34 @@ def pad_to_multiple(array, multiple):
     h, w = array.shape[-3:-1]
     pad = [(0, 0)] * (array.ndim - 3) + [(0, -h % multiple), (0, -w % multiple), (0, 0)]
     return np.pad(array, pad, mode="symmetric")
+
+
+def fit_size(height, width, size):
+    """The (height, width) of a photo scaled, aspect ratio kept, so its longer side is ``size`` pixels.
+
+    The same rounding as :func:`load` with ``size``, so a photo loaded small and one scaled in memory
+    have the same shape.
+    """
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize(array, height, width, resample="bilinear"):
+    """Resize an (H, W, C) float array to (height, width), channel by channel, in 32-bit float.
+
+    Unlike :func:`load`, nothing is rounded to 8 bits and values outside [0, 1] are kept, so it also
+    suits ``ab`` or any other per-pixel quantity. ``resample`` is a Pillow filter name: "nearest",
+    "bilinear", "bicubic" or "lanczos"; shrinking is anti-aliased with every filter but "nearest".
+    """
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) array, got shape {array.shape}")
+    if array.shape[:2] == (height, width):
+        return array.copy()
+    fil = Image.Resampling[resample.upper()]
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(array[..., c])).resize((width, height), fil))
+                for c in range(array.shape[-1])]
+    return np.stack(channels, axis=-1).astype(np.float32, copy=False)
 
 
 def _open(path):

@@ -1,8 +1,285 @@
-"""Training comforts shared by the stages: progress that stays readable over thousands of epochs."""
+"""Training comforts shared by the stages, so that no stage repeats them.
 
+:func:`fit` is ``model.fit`` plus what a long run needs; every stage that trains on a folder of
+photos calls it the same way::
+
+    run = training.fit(model, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME,
+                       examples=validation.examples(4), settings=config)
+    run.history["loss"], run.history["val_loss"], run.seconds
+
+What it adds, each piece also usable on its own:
+
+- :class:`Checkpoint`: after every epoch, the model's weights with its optimizer state, the epoch
+  number and the loss history, written atomically into ``OUT_DIR/checkpoint``; ``resume=True``
+  continues from the last completed epoch, so an interrupted run (Ctrl-C, a killed process, a crash)
+  ends where an uninterrupted one would have.
+- :class:`ResultGrid`: after every epoch, a few photos the model never trained on, coloured by it, in
+  ``OUT_DIR/grids/epoch-0001.png`` ... (grey | colourised | original).
+- TensorBoard logs in ``OUT_DIR/logs`` (``tensorboard --logdir OUT_DIR/logs``) and Keras's progress bar.
+- :class:`StopOnNaN`: a loss that becomes NaN or infinite stops training with a clear message; the
+  checkpoint keeps the last good epoch.
+- :func:`save_model`: the final ``.keras`` file, written atomically.
+"""
+
+import importlib.util
+import json
+import math
+import shutil
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import keras
+import numpy as np
+
+from colorlab import UserError, files, images, lab, plots
+
+CHECKPOINT = "checkpoint"  # sub-folders of OUT_DIR that fit() writes
+GRIDS = "grids"
+LOGS = "logs"
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Run:
+    """What :func:`fit` returns: the loss history of every epoch (resumed ones included) and the
+    training time in seconds, summed over interrupted and resumed runs."""
+
+    history: dict
+    seconds: float
+    epochs: int
+
+
+def fit(model, train, validation=None, *, epochs, out_dir, resume=False, examples=None, predict=None,
+        multiple=8, settings=None, callbacks=(), verbose="auto"):
+    """Train a compiled ``model`` on ``train`` (a ``keras.utils.PyDataset``, e.g. ``colorlab.data.Photos``)
+    for ``epochs`` epochs in all, with checkpoints, resume, result grids, TensorBoard and a NaN stop.
+
+    Args:
+        model: a compiled Keras model.
+        train, validation: datasets of ``(inputs, targets)`` batches; ``validation`` may be None.
+            A dataset with a ``set_epoch`` method (``colorlab.data.Photos``) is told each epoch's number.
+            Batches are read in order (``shuffle=False``): the dataset shuffles, from its seed, so that a
+            resumed run reads exactly the batches an uninterrupted one would.
+        epochs: the total number of epochs, counting those done before a resume.
+        out_dir: the run's folder; ``checkpoint/``, ``grids/`` and ``logs/`` are written in it. A new
+            run (``resume=False``) deletes those three sub-folders left by an earlier run.
+        resume: continue from the checkpoint in ``out_dir`` (a UserError if there is none).
+        examples: ``(names, rgbs)`` of photos to colour after each epoch (see :class:`ResultGrid`).
+        predict, multiple: passed to :class:`ResultGrid`.
+        settings: the run's settings (a dict), stored with the checkpoint; on resume, changed values
+            are listed.
+        callbacks: more Keras callbacks.
+        verbose: passed to ``model.fit``; "auto" shows Keras's progress bar.
+
+    Returns a :class:`Run`. Raises :class:`TrainingDiverged` if the loss became NaN or infinite.
+    """
+    out_dir = Path(out_dir)
+    folder = out_dir / CHECKPOINT
+    state = load_checkpoint(model, folder) if resume else None
+    if resume and state is None:
+        raise UserError(f"nothing to resume: {folder} holds no checkpoint; start a new run without RESUME=True")
+    if state is None:
+        for name in (CHECKPOINT, GRIDS, LOGS):  # an earlier run's leftovers would mix with this run's
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+        state = {"epoch": 0, "history": {}, "seconds": 0.0}
+    else:
+        print(f"resuming after epoch {state['epoch']} of {epochs}, from {folder}")
+        _report_changes(state.get("settings") or {}, settings or {})
+        if state["epoch"] >= epochs:
+            print(f"the checkpoint has {state['epoch']} epochs already: nothing to train (raise EPOCHS to train more)")
+
+    stop = StopOnNaN()
+    checkpoint = Checkpoint(folder, state, settings)
+    all_callbacks = [stop]
+    if hasattr(train, "set_epoch"):
+        from colorlab.data import NextEpoch
+
+        all_callbacks.insert(0, NextEpoch(train))
+    if examples is not None and len(examples[1]):
+        all_callbacks.append(ResultGrid(out_dir / GRIDS, *examples, predict=predict, multiple=multiple))
+    tensorboard = tensorboard_callback(out_dir / LOGS)
+    if tensorboard is not None:
+        all_callbacks.append(tensorboard)
+    # The checkpoint comes last: an epoch counts as done only once everything it writes is written,
+    # so a run killed in between redoes the epoch rather than miss its grid or logs.
+    all_callbacks += list(callbacks) + [checkpoint]
+
+    try:
+        # shuffle=False: Keras would reorder the batches with Python's global random state, which no
+        # checkpoint holds; a resumed epoch would then differ. The dataset shuffles, reproducibly.
+        model.fit(train, validation_data=validation, epochs=epochs, initial_epoch=state["epoch"],
+                  shuffle=False, callbacks=all_callbacks, verbose=verbose)
+    except KeyboardInterrupt:
+        done = checkpoint.state["epoch"]
+        saved = f"{done} epoch{'' if done == 1 else 's'} {'is' if done == 1 else 'are'} saved"
+        print(f"\ninterrupted: {saved} in {folder}; continue with --RESUME=True", flush=True)
+        raise
+    finally:
+        skipped = {**getattr(train, "skipped", {}), **getattr(validation, "skipped", {})}
+        if skipped:
+            print(f"{len(skipped)} unreadable file(s) skipped (listed above as they were found)")
+    if stop.found is not None:
+        epoch, batch, loss = stop.found
+        raise TrainingDiverged(
+            f"the loss became {loss} in epoch {epoch + 1}, batch {batch + 1}: training stopped. The last good "
+            f"epoch ({checkpoint.state['epoch']}) is saved in {folder}; a lower LEARNING_RATE usually helps"
+        )
+    return Run(history=checkpoint.state["history"], seconds=checkpoint.state["seconds"],
+               epochs=checkpoint.state["epoch"])
+
+
+def save_model(model, path):
+    """Save ``model`` as a ``.keras`` file, atomically: a kill mid-save leaves the previous file intact."""
+    with files.atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """After each epoch, save everything needed to resume into ``folder``, atomically.
+
+    ``folder/epoch-0007.weights.h5`` holds the weights and the optimizer's state (of every optimizer the
+    model holds, so a GAN's two are saved too); ``folder/state.json`` holds the epoch number, the loss
+    history, the training seconds and the settings, and names that file. The state is written after the
+    weights and replaces the previous one in a single rename, so whenever the process dies it names a
+    complete file. Weights rather than a whole ``.keras`` model: any model can be checkpointed, even
+    one whose configuration cannot be saved, since the stage rebuilds the model before resuming. An epoch whose loss is NaN or infinite is not
+    saved, so the checkpoint always holds the last good epoch.
+    """
+
+    def __init__(self, folder, state=None, settings=None):
+        super().__init__()
+        self.folder = Path(folder)
+        self.state = {"epoch": 0, "history": {}, "seconds": 0.0, **(state or {})}
+        self.settings = settings
+        self._start = self._seconds_before = None
+
+    def on_train_begin(self, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stray in self.folder.glob(".*.tmp-*"):  # left by a process killed mid-save
+            stray.unlink(missing_ok=True)
+        self._start, self._seconds_before = time.perf_counter(), self.state["seconds"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {name: float(value) for name, value in (logs or {}).items()}
+        if not all(math.isfinite(value) for value in logs.values()):
+            return
+        history = {name: list(values) for name, values in self.state["history"].items()}
+        for name, value in logs.items():
+            history.setdefault(name, []).append(value)
+        model_file = f"epoch-{epoch + 1:04d}.weights.h5"
+        with files.atomic_path(self.folder / model_file) as tmp:
+            self.model.save_weights(tmp)
+        state = {"epoch": epoch + 1, "model": model_file, "history": history, "settings": self.settings,
+                 "seconds": self._seconds_before + time.perf_counter() - self._start}
+        files.write_json(self.folder / "state.json", state)  # the commit: from now on, resume uses this epoch
+        self.state = state
+        for old in self.folder.glob("epoch-*.weights.h5"):
+            if old.name != model_file:
+                old.unlink(missing_ok=True)
+
+
+def load_checkpoint(model, folder):
+    """Load the checkpoint in ``folder`` into ``model`` (weights and optimizer state); return its state
+    dict (``epoch``, ``history``, ``seconds``, ``settings``), or None if there is no checkpoint."""
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{folder / 'state.json'}: unreadable checkpoint state ({error})") from None
+    path = folder / state["model"]
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # so that its saved state has somewhere to go
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: cannot load this checkpoint into the model ({error})") from None
+    return state
+
+
+class ResultGrid(keras.callbacks.Callback):
+    """After each epoch, colour a few fixed photos and save ``folder/epoch-0001.png``, ...: one row per
+    photo, grey input | colourised | original.
+
+    Args:
+        folder: where the grids go.
+        names, rgbs: the photos, as RGB arrays in [0, 1] of any size (whole photos show best what the
+            model does; use photos it never trains on).
+        predict: ``predict(model, l) -> ab`` for one batch ``l`` of shape (1, H, W, 1); the default
+            calls the model on ``l``. A model with other inputs passes its own.
+        multiple: the photos are padded so that their sides divide by it (8 for three stride-2 layers),
+            and the padding is cropped off the prediction.
+    """
+
+    def __init__(self, folder, names, rgbs, predict=None, multiple=8):
+        super().__init__()
+        self.folder = Path(folder)
+        self.names, self.rgbs = list(names), list(rgbs)
+        self.predict, self.multiple = predict, multiple
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        colourised = colourise(self.model, self.rgbs, self.predict, self.multiple)
+        greys = [lab.grey(rgb) for rgb in self.rgbs]
+        plots.save_grid(self.folder / f"epoch-{epoch + 1:04d}.png", greys, colourised, self.rgbs, self.names)
+
+
+def colourise(model, rgbs, predict=None, multiple=8):
+    """Colour each photo in ``rgbs`` (RGB, any size) from its lightness alone; return the RGB results."""
+    results = []
+    for rgb in rgbs:
+        l, _ = lab.rgb_to_l_ab(rgb)
+        x = images.pad_to_multiple(l, multiple)[None]  # (1, H8, W8, 1)
+        ab = predict(model, x) if predict else model(x, training=False)
+        ab = keras.ops.convert_to_numpy(ab)[0, : l.shape[0], : l.shape[1]]
+        results.append(lab.l_ab_to_rgb(l, ab))
+    return results
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop training at the first batch whose loss is NaN or infinite; ``found`` says where.
+
+    Unlike ``keras.callbacks.TerminateOnNaN`` it lets :func:`fit` say, after training, what happened and
+    which epoch the checkpoint holds.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.found = None  # (epoch, batch, loss)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)) and self.found is None:
+            self.found = (self.epoch, batch, float(loss))
+            self.model.stop_training = True
+
+
+def tensorboard_callback(log_dir):
+    """``keras.callbacks.TensorBoard`` writing to ``log_dir``; None, with a one-line note, if the
+    ``tensorboard`` and ``tensorflow`` packages it writes with (whatever the Keras backend) are missing."""
+    missing = [name for name in ("tensorflow", "tensorboard") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"note: no TensorBoard logs, as {' and '.join(missing)} is not installed (pip install {' '.join(missing)})")
+        return None
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir))
+
+
+def _report_changes(before, now):
+    changed = [f"{name} {before[name]!r} -> {now[name]!r}" for name in now
+               if name in before and before[name] != now[name] and name not in ("EPOCHS", "RESUME", "OVERWRITE")]
+    if changed:
+        print(f"note: settings changed since the checkpoint was written: {', '.join(changed)}")
 
 
 class PrintEvery(keras.callbacks.Callback):

@@ -41,3 +41,10 @@ def test_prepare_out_dir_refuses_a_file(tmp_path):
     (tmp_path / "taken").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         files.prepare_out_dir(tmp_path / "taken")
+
+
+def test_atomic_path_keeps_every_suffix(tmp_path):
+    with files.atomic_path(tmp_path / "epoch-0003.weights.h5") as tmp:
+        assert tmp.name.endswith(".weights.h5") and tmp.name != "epoch-0003.weights.h5"  # Keras needs the suffix
+        tmp.write_text("weights")
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-0003.weights.h5"]

@@ -11,6 +11,8 @@ from conftest import ROOT, run_notebook
 # Tiny parameters for each notebook, so the whole file runs in seconds. A new notebook needs an entry.
 TINY = {
     "alpha/train.ipynb": lambda out: {"IMAGE_SIZE": 24, "EPOCHS": 3, "OUT_DIR": str(out)},
+    "beta/train.ipynb": lambda out: {"IMAGE_SIZE": 32, "BATCH_SIZE": 4, "STEPS_PER_EPOCH": 2, "EPOCHS": 2,
+                                     "OUT_DIR": str(out)},
     "notebooks/color_spaces.ipynb": lambda out: {"IMAGE_SIZE": 48, "OUT_FILE": str(out / "color_spaces.png")},
     "gan/train.ipynb": lambda out: {"IMAGE_SIZE": 32, "DEPTH": 3, "FILTERS": 4, "D_FILTERS": 4, "BATCH_SIZE": 4,
                                     "STEPS_PER_EPOCH": 2, "EPOCHS": 2, "WARMUP_EPOCHS": 1, "WORKERS": 1, "OUT_DIR": str(out)},
@@ -48,6 +50,10 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
     if notebook == "alpha/train.ipynb":
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["epochs"] == 3 and metrics["size"] == [24, 24]  # papermill's parameters were used
+    if notebook == "beta/train.ipynb":
+        assert json.loads((out / "settings.json").read_text())["IMAGE_SIZE"] == 32  # papermill's parameters
+        assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+        assert sorted(p.name for p in (out / "grids").iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
     if notebook == "gan/train.ipynb":
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["epochs"] == 2 and metrics["multiple"] == 8 and (out / "model.keras").exists()
