@@ -54,7 +54,7 @@ class Run:
 
 
 def fit(model, train, validation=None, *, epochs, out_dir, resume=False, examples=None, predict=None,
-        multiple=8, settings=None, callbacks=(), verbose="auto"):
+        multiple=8, color_space="lab", settings=None, callbacks=(), verbose="auto"):
     """Train a compiled ``model`` on ``train`` (a ``keras.utils.PyDataset``, e.g. ``colorlab.data.Photos``)
     for ``epochs`` epochs in all, with checkpoints, resume, result grids, TensorBoard and a NaN stop.
 
@@ -69,7 +69,7 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
             run (``resume=False``) deletes those three sub-folders left by an earlier run.
         resume: continue from the checkpoint in ``out_dir`` (a UserError if there is none).
         examples: ``(names, rgbs)`` of photos to colour after each epoch (see :class:`ResultGrid`).
-        predict, multiple: passed to :class:`ResultGrid`.
+        predict, multiple, color_space: passed to :class:`ResultGrid`.
         settings: the run's settings (a dict), stored with the checkpoint; on resume, changed values
             are listed.
         callbacks: more Keras callbacks.
@@ -100,7 +100,8 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
 
         all_callbacks.insert(0, NextEpoch(train))
     if examples is not None and len(examples[1]):
-        all_callbacks.append(ResultGrid(out_dir / GRIDS, *examples, predict=predict, multiple=multiple))
+        all_callbacks.append(ResultGrid(out_dir / GRIDS, *examples, predict=predict, multiple=multiple,
+                                        color_space=color_space))
     tensorboard = tensorboard_callback(out_dir / LOGS)
     if tensorboard is not None:
         all_callbacks.append(tensorboard)
@@ -214,37 +215,43 @@ class ResultGrid(keras.callbacks.Callback):
             calls the model on ``l``. A model with other inputs passes its own.
         multiple: the photos are padded so that their sides divide by it (8 for three stride-2 layers),
             and the padding is cropped off the prediction.
+        color_space: the one the model works in (see :func:`colourise`).
     """
 
-    def __init__(self, folder, names, rgbs, predict=None, multiple=8):
+    def __init__(self, folder, names, rgbs, predict=None, multiple=8, color_space="lab"):
         super().__init__()
         self.folder = Path(folder)
         self.names, self.rgbs = list(names), list(rgbs)
-        self.predict, self.multiple = predict, multiple
+        self.predict, self.multiple, self.color_space = predict, multiple, color_space
 
     def on_epoch_end(self, epoch, logs=None):
         if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        colourised = colourise(self.model, self.rgbs, self.predict, self.multiple)
+        colourised = colourise(self.model, self.rgbs, self.predict, self.multiple, self.color_space)
         greys = [lab.grey(rgb) for rgb in self.rgbs]
         plots.save_grid(self.folder / f"epoch-{epoch + 1:04d}.png", greys, colourised, self.rgbs, self.names)
 
 
-def colourise(model, rgbs, predict=None, multiple=8):
-    """Colour each photo in ``rgbs`` (RGB, any size) from its lightness alone; return the RGB results."""
+def colourise(model, rgbs, predict=None, multiple=8, color_space="lab"):
+    """Colour each photo in ``rgbs`` (RGB, any size) from its lightness alone; return the RGB results.
+
+    ``color_space`` is the one the model was trained in: a "lab" model takes l and returns ab, a "yuv"
+    model takes luma y and returns uv (see ``colorlab.lab.split``)."""
     results = []
     for rgb in rgbs:
-        l, _ = lab.rgb_to_l_ab(rgb)
+        l, _ = lab.split(rgb, color_space)
         x = images.pad_to_multiple(l, multiple)[None]  # (1, H8, W8, 1)
         ab = predict(model, x) if predict else model(x, training=False)
         ab = keras.ops.convert_to_numpy(ab)[0, : l.shape[0], : l.shape[1]]
-        results.append(lab.l_ab_to_rgb(l, ab))
+        results.append(lab.join(l, ab, color_space))
     return results
 
 
 class StopOnNaN(keras.callbacks.Callback):
     """Stop training at the first batch whose loss is NaN or infinite; ``found`` says where.
+
+    The loss is the ``loss`` log, or, for a model that logs no ``loss``, every value it logs.
 
     Unlike ``keras.callbacks.TerminateOnNaN`` it lets :func:`fit` say, after training, what happened and
     which epoch the checkpoint holds.
@@ -259,10 +266,12 @@ class StopOnNaN(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)) and self.found is None:
-            self.found = (self.epoch, batch, float(loss))
-            self.model.stop_training = True
+        logs = logs or {}
+        # A model with several losses and no "loss" (a GAN's d_loss, g_l1, ...) is checked on all its logs.
+        for value in [logs["loss"]] if "loss" in logs else logs.values():
+            if not np.isfinite(float(value)) and self.found is None:
+                self.found = (self.epoch, batch, float(value))
+                self.model.stop_training = True
 
 
 def tensorboard_callback(log_dir):

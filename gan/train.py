@@ -24,7 +24,7 @@
 # spot, so the generator is pushed to commit to *some* plausible colour: a red car or a blue one, not
 # a brown one. That is a **generative adversarial network** (GAN), and this stage builds one.
 #
-# Run it from the repository root with `python gan/train.py` (about 4 minutes on a 2-core laptop CPU,
+# Run it from the repository root with `python gan/train.py` (about 2 minutes on a 2-core laptop CPU,
 # with the 7 sample photos), or `python gan/train.py --help` to list the settings. `gan/README.md`
 # gives the settings for a real dataset on a GPU. In Jupyter, open `gan/train.ipynb`: it is generated
 # from this file.
@@ -91,7 +91,6 @@ settings.check(0 <= BETA_1 < 1, f"BETA_1 must be in [0, 1), got {BETA_1}")
 settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be between 0 and 1, got {VALIDATION_FRACTION}")
 settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
 backends.check_backend()  # TensorFlow, JAX or PyTorch: the ones this stage can take gradients with
-out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
 keras.utils.set_random_seed(SEED)
 
 # %% [markdown]
@@ -113,15 +112,16 @@ keras.utils.set_random_seed(SEED)
 #
 # Two numbers about the validation photos frame the results. The **L1 loss of predicting grey**, the
 # mean absolute value of their colour channels, is the loss of the laziest answer (no colour at all).
-# Their **colourfulness**, the mean length of each pixel's colour vector (0 for grey, about 0.5 for a
-# saturated colour), is how colourful real photos are: the number a brown-and-grey colouriser falls
-# far short of.
+# Their **colourfulness**, the mean length of each pixel's colour vector `ab` (0 for grey, up to about
+# 0.9 for the most saturated red; photos average 0.1 to 0.2), is how colourful real photos are: the
+# number a brown-and-grey colouriser falls far short of.
 
 # %%
 train, validation = data.from_folder(
     DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS,
     color_space=COLOR_SPACE,
 )
+out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
 l, ab = train[0]  # one batch: l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1) in [0, 1], ab (..., 2) in [-1, 1]
 print(f"a batch: l {l.shape} in [{l.min():.2f}, {l.max():.2f}], ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}]")
 
@@ -142,7 +142,7 @@ print(f"{len(validation.paths)} validation photos: L1 of predicting grey {grey_l
 
 # %% [markdown]
 # ## The generator: a U-Net
-# The generator is an encoder-decoder, like beta's, with two changes from pix2pix.
+# The generator is an encoder-decoder, like beta's, with two changes, both from pix2pix.
 #
 # **Strided 4x4 convolutions, both ways.** Each encoder level halves the picture with a stride-2
 # convolution and doubles the filters (up to 8 times `FILTERS`); each decoder level doubles it back
@@ -292,7 +292,6 @@ print(f"each score sees a {patch}x{patch}-pixel patch; a {IMAGE_SIZE}-pixel crop
 # loss and the colourfulness of the result.
 
 # %%
-@keras.saving.register_keras_serializable(package="colorlab_gan")
 class Pix2Pix(keras.Model):
     """A generator and a discriminator trained together by ``fit``; calling it runs the generator."""
 
@@ -340,11 +339,12 @@ class Pix2Pix(keras.Model):
 
     def warmup_step(self, data):
         l, ab, _ = keras.utils.unpack_x_y_sample_weight(data)
-        (g_l1,), _ = backends.minimize(
-            lambda: ((ops.mean(ops.abs(ab - self.generator(l, training=True))),), ()),
+        weight = self.l1_weight or 1.0  # LAMBDA x L1, as in the GAN phase (see "Warm start")
+        (loss,), _ = backends.minimize(
+            lambda: ((weight * ops.mean(ops.abs(ab - self.generator(l, training=True))),), ()),
             (self.g_optimizer, self.generator.trainable_variables),
         )
-        return self.log(g_l1=g_l1)
+        return self.log(g_l1=loss / weight)
 
     def test_step(self, *args):
         return backends.run_step(self, self.validation_step, *args)
@@ -365,16 +365,6 @@ class Pix2Pix(keras.Model):
     def metrics(self):  # fit resets these at the start of each epoch and of each validation
         return list(self.trackers.values())
 
-    def get_config(self):  # so that checkpoints (the whole model, saved each epoch) can describe it
-        return {**super().get_config(), "l1_weight": self.l1_weight,
-                "generator": keras.saving.serialize_keras_object(self.generator),
-                "discriminator": keras.saving.serialize_keras_object(self.discriminator)}
-
-    @classmethod
-    def from_config(cls, config):
-        networks = {name: keras.saving.deserialize_keras_object(config.pop(name)) for name in ("generator", "discriminator")}
-        return cls(**networks, **config)
-
 
 def bce(target, logits):
     """Binary cross-entropy, averaged over the patches of the batch."""
@@ -391,6 +381,11 @@ def bce(target, logits):
 # cheaply. Then the adversarial phase starts from a generator that already colours, and adds what L1
 # cannot: commitment, vivid colour. This is the "NoGAN" lesson of the DeOldify colouriser: most of
 # the training needs no GAN, and a short GAN phase at the end does the rest.
+#
+# The warm-up minimizes `LAMBDA` times the L1 loss, exactly the L1 part of the generator's loss to
+# come. Adam scales each step by the size of the recent gradients; with gradients of the same size
+# on both sides of the switch, the first adversarial steps are as small as the last warm-up ones,
+# instead of a hundred times larger.
 #
 # Keras compiles `train_step` once per `fit`, so the `WarmUp` callback below switches the model's step
 # at the start of the first adversarial epoch and asks Keras to compile the new one. It also saves the
@@ -465,9 +460,10 @@ print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter()
 # - **Divergence.** A loss that shoots up and stays, or NaN: `training.fit` stops, and the checkpoint
 #   keeps the last good epoch.
 #
-# With the 7 sample photos, expect a noisy version of the healthy duel: five training photos are
-# too few for either network to learn much that holds on the validation photos (see beta's lesson on
-# overfitting). Look at the trend of `val_colourfulness`, not the picture quality.
+# With the 7 sample photos, expect a noisy duel, often with a phase where the discriminator wins for a
+# few epochs and then loses its lead: five training photos are too few for either network to learn
+# much that holds on other photos (see beta's lesson on overfitting). Watch the trend of
+# `val_colourfulness` more than the pictures.
 
 # %%
 history = run.history
@@ -494,10 +490,11 @@ plots.save_loss_curve(
 # %% [markdown]
 # ## The result: after the warm-up, and after the GAN
 # The validation photos, whole, coloured by the generator as it was at the end of the L1 warm-up, and
-# as it is now. The numbers say how colourful each one is, as a share of the real photos'
-# colourfulness: the L1 generator's hedging shows as a low share, and the adversarial phase should
-# raise it. (With the 7 sample photos and a few minutes of training, the effect is small and noisy;
-# on Imagenette, see `gan/README.md`.)
+# as it is now. The numbers below give the colourfulness of each as a share of the real photos'.
+# The L1 generator hedges: with the defaults its colours have about a third of the real photos'
+# colourfulness, a faint wash. The adversarial phase should bring the share close to 100%: bolder
+# colours, not always the right ones (with five training photos, expect the warm tones of those
+# photos on everything; `gan/README.md` trains on Imagenette).
 
 # %%
 columns = {"black and white (input)": [lab.grey(rgb) for rgb in rgbs]}

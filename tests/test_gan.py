@@ -180,9 +180,9 @@ def test_checkpoint_restores_both_networks_and_both_optimizers(tmp_path):
     rng = np.random.default_rng(1)
     l, ab = rng.random((4, 16, 16, 1), np.float32), rng.uniform(-1, 1, (4, 16, 16, 2)).astype(np.float32)
     trained.fit(l, ab, batch_size=2, epochs=1, verbose=0)
-    trained.save(tmp_path / "gan.keras")
+    trained.save_weights(tmp_path / "gan.weights.h5")  # as training.Checkpoint saves each epoch
     fresh = build()
-    fresh.load_weights(tmp_path / "gan.keras")
+    fresh.load_weights(tmp_path / "gan.weights.h5")
     for a, b in zip(trained.weights + trained.optimizer.variables, fresh.weights + fresh.optimizer.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     assert int(fresh.g_optimizer.iterations.numpy()) == 2 and len(fresh.optimizer.variables) > 20  # both Adams' moments
@@ -251,7 +251,7 @@ def test_yuv_run_on_another_backend_loads_here(tmp_path):
     backend = next((name for name in ("torch", "jax") if importlib.util.find_spec(name)), None)
     if backend is None:
         pytest.skip("neither jax nor torch is installed")
-    result = run_python("gan/train.py", *TINY, "--EPOCHS=3", "--COLOR_SPACE=yuv", f"--OUT_DIR={tmp_path}",
+    result = run_python("gan/train.py", *TINY, "--EPOCHS=2", "--WARMUP_EPOCHS=1", "--COLOR_SPACE=yuv", f"--OUT_DIR={tmp_path}",
                         env={"KERAS_BACKEND": backend})
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -265,7 +265,6 @@ def test_yuv_run_on_another_backend_loads_here(tmp_path):
 
 @pytest.mark.parametrize("args, env, message", [
     (["--IMAGE_SIZE=36"], {}, "error: IMAGE_SIZE must be a positive multiple of 2**DEPTH = 8, got 36"),
-    (["--COLOR_SPACE=rgb"], {}, "error: COLOR_SPACE must be one of lab, yuv, got 'rgb'"),
     ([], {"KERAS_BACKEND": "numpy"}, "error: the Keras backend 'numpy' cannot train this model"),
 ])
 def test_mistakes_are_one_line_and_stop_before_training(args, env, message, tmp_path):
@@ -274,3 +273,52 @@ def test_mistakes_are_one_line_and_stop_before_training(args, env, message, tmp_
     lines = messages(result.stderr)
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not (tmp_path / "out").exists()  # stopped before creating anything
+
+
+# --- what this stage added to the shared plumbing -------------------------------------------------
+
+
+def test_photos_serve_y_uv_in_the_yuv_colour_space():
+    from colorlab import data
+
+    paths = sorted((ROOT / "data/samples").glob("*.jpg"))[:3]
+    in_lab = data.Photos(paths, image_size=16, batch_size=3, steps=1, seed=4)[0]
+    in_yuv = data.Photos(paths, image_size=16, batch_size=3, steps=1, seed=4, color_space="yuv")[0]
+    rgb = lab.l_ab_to_rgb(*in_lab)  # the same crops, converted twice
+    y, uv = lab.rgb_to_y_uv(rgb)
+    np.testing.assert_allclose(in_yuv[0], y, atol=2e-3)
+    np.testing.assert_allclose(in_yuv[1], uv, atol=5e-3)
+    with pytest.raises(ValueError, match="unknown colour space 'rgb'"):
+        data.Photos(paths, image_size=16, batch_size=3, steps=1, color_space="rgb")
+
+
+def test_colourise_joins_in_the_model_colour_space():
+    from colorlab import training
+
+    no_colour = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(2, 1, kernel_initializer="zeros")])
+    rgb = images.load(ROOT / "data/samples/flower.jpg", 20)
+    for space in ("lab", "yuv"):
+        (result,) = training.colourise(no_colour, [rgb], multiple=8, color_space=space)
+        grey, _ = lab.split(rgb, space)
+        np.testing.assert_allclose(result, lab.join(grey, np.zeros(grey.shape[:2] + (2,), np.float32), space), atol=1e-6)
+    (yuv_grey,) = training.colourise(no_colour, [rgb], color_space="yuv")
+    np.testing.assert_allclose(yuv_grey[..., 0], lab.rgb_to_y_uv(rgb)[0][..., 0], atol=1e-5)  # grey = luma in YUV
+
+
+def test_stop_on_nan_watches_every_log_of_a_model_without_a_loss():
+    from colorlab import training
+
+    stop = training.StopOnNaN()
+    stop.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    stop.on_train_batch_end(0, {"d_loss": 0.7, "g_l1": 0.1})
+    assert stop.found is None
+    stop.on_train_batch_end(1, {"d_loss": float("nan"), "g_l1": 0.1})
+    assert stop.found == (0, 1, pytest.approx(float("nan"), nan_ok=True)) and stop.model.stop_training
+
+
+def test_a_folder_without_photos_stops_before_creating_anything(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_python("gan/train.py", *TINY, f"--DATA={tmp_path / 'empty'}", f"--OUT_DIR={tmp_path / 'out'}")
+    lines = messages(result.stderr)
+    assert result.returncode != 0 and len(lines) == 1 and "no photos found" in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
