@@ -146,7 +146,8 @@ class Checkpoint(keras.callbacks.Callback):
     model holds, so a GAN's two are saved too); ``folder/state.json`` holds the epoch number, the loss
     history, the training seconds and the settings, and names that file. The state is written after the
     weights and replaces the previous one in a single rename, so whenever the process dies it names a
-    complete file. Weights rather than a whole ``.keras`` model: any model can be checkpointed, even
+    complete file. The state also holds the model's random-number generator states (see
+    :func:`random_states`). Weights rather than a whole ``.keras`` model: any model can be checkpointed, even
     one whose configuration cannot be saved, since the stage rebuilds the model before resuming. An epoch whose loss is NaN or infinite is not
     saved, so the checkpoint always holds the last good epoch.
     """
@@ -175,7 +176,8 @@ class Checkpoint(keras.callbacks.Callback):
         with files.atomic_path(self.folder / model_file) as tmp:
             self.model.save_weights(tmp)
         state = {"epoch": epoch + 1, "model": model_file, "history": history, "settings": self.settings,
-                 "seconds": self._seconds_before + time.perf_counter() - self._start}
+                 "seconds": self._seconds_before + time.perf_counter() - self._start,
+                 "random_states": [np.asarray(v.numpy()).tolist() for v in random_states(self.model)]}
         files.write_json(self.folder / "state.json", state)  # the commit: from now on, resume uses this epoch
         self.state = state
         for old in self.folder.glob("epoch-*.weights.h5"):
@@ -200,7 +202,20 @@ def load_checkpoint(model, folder):
         model.load_weights(path)
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: cannot load this checkpoint into the model ({error})") from None
+    saved = state.get("random_states") or []
+    variables = random_states(model)
+    if len(saved) == len(variables):
+        for variable, value in zip(variables, saved):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
     return state
+
+
+def random_states(model):
+    """The model's variables that ``save_weights`` leaves out: the states of its random-number
+    generators (dropout's). The checkpoint keeps them, so that a resumed run draws the same random
+    numbers (the same dropout masks) as an uninterrupted one."""
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.non_trainable_variables if id(v) not in saved]
 
 
 class ResultGrid(keras.callbacks.Callback):

@@ -322,3 +322,29 @@ def test_a_folder_without_photos_stops_before_creating_anything(tmp_path):
     lines = messages(result.stderr)
     assert result.returncode != 0 and len(lines) == 1 and "no photos found" in lines[0], result.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_keeps_the_dropout_random_state(tmp_path):
+    """save_weights leaves random-number generator states out; the checkpoint keeps them, so that a resumed
+    run draws the dropout masks an uninterrupted one would (the U-Net has dropout)."""
+    from colorlab import training
+
+    def build():
+        keras.utils.set_random_seed(3)  # as the stage does before building: the same seeds, the same weights
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5)])
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    ones = np.ones((1, 64), np.float32)
+    interrupted = build()
+    for _ in range(3):  # three batches of an epoch draw three masks
+        interrupted(ones, training=True)
+    checkpoint = training.Checkpoint(tmp_path)
+    checkpoint.set_model(interrupted)
+    checkpoint.on_train_begin()
+    checkpoint.on_epoch_end(0, {"loss": 1.0})
+    expected = interrupted(ones, training=True)  # the mask of the next batch
+    assert not np.array_equal(build()(ones, training=True), expected)  # a fresh model draws another one
+    resumed = build()
+    training.load_checkpoint(resumed, tmp_path)
+    np.testing.assert_array_equal(resumed(ones, training=True), expected)
