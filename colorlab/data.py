@@ -50,7 +50,8 @@ def split(paths, validation_fraction, root=None):
     About ``validation_fraction`` of the photos go to validation (at least one as soon as there are two
     photos and the fraction is above 0; never all of them). Which ones is decided by a hash of each
     photo's path (relative to ``root`` if given): it does not depend on the order of the files, on the
-    seed or on the computer, so a photo used for validation in one run is never trained on in another.
+    seed or on the computer, so a photo used for validation in one run on a folder is never trained on
+    in another run on the same folder.
     """
     paths = sorted(Path(p) for p in paths)
     if not 0 <= validation_fraction < 1:

@@ -121,14 +121,14 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
         raise
     finally:
         skipped = {**getattr(train, "skipped", {}), **getattr(validation, "skipped", {})}
-        if skipped:
-            print(f"{len(skipped)} unreadable file(s) skipped (listed above as they were found)")
+        listed = " (listed above as they were found)" if skipped else ""
+        print(f"{len(skipped)} unreadable file{'' if len(skipped) == 1 else 's'} skipped{listed}")
     if stop.found is not None:
-        epoch, batch, loss = stop.found
-        raise TrainingDiverged(
-            f"the loss became {loss} in epoch {epoch + 1}, batch {batch + 1}: training stopped. The last good "
-            f"epoch ({checkpoint.state['epoch']}) is saved in {folder}; a lower LEARNING_RATE usually helps"
-        )
+        epoch, where, loss = stop.found
+        good = checkpoint.state["epoch"]
+        kept = f"the last good epoch ({good}) is saved in {folder}" if good else "no good epoch was saved"
+        raise TrainingDiverged(f"the loss became {loss} in epoch {epoch + 1}, {where}: training stopped; {kept}. "
+                               f"A lower LEARNING_RATE usually helps")
     return Run(history=checkpoint.state["history"], seconds=checkpoint.state["seconds"],
                epochs=checkpoint.state["epoch"])
 
@@ -264,7 +264,8 @@ def colourise(model, rgbs, predict=None, multiple=8, color_space="lab"):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stop training at the first batch whose loss is NaN or infinite; ``found`` says where.
+    """Stop training at the first batch whose loss is NaN or infinite, or after the first epoch whose
+    validation loss is; ``found`` says where: ``(epoch, "batch 3" or "on the validation data", loss)``.
 
     The loss is the ``loss`` log, or, for a model that logs no ``loss``, every value it logs.
 
@@ -274,7 +275,7 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.found = None  # (epoch, batch, loss)
+        self.found = None
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -284,9 +285,16 @@ class StopOnNaN(keras.callbacks.Callback):
         logs = logs or {}
         # A model with several losses and no "loss" (a GAN's d_loss, g_l1, ...) is checked on all its logs.
         for value in [logs["loss"]] if "loss" in logs else logs.values():
-            if not np.isfinite(float(value)) and self.found is None:
-                self.found = (self.epoch, batch, float(value))
-                self.model.stop_training = True
+            self._check(value, f"batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            self._check(value, "on the validation data" if name.startswith("val_") else name)
+
+    def _check(self, loss, where):
+        if loss is not None and not np.isfinite(float(loss)) and self.found is None:
+            self.found = (self.epoch, where, float(loss))
+            self.model.stop_training = True
 
 
 def tensorboard_callback(log_dir):

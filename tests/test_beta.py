@@ -32,7 +32,7 @@ def test_beta_learns_and_writes_its_results(script, tmp_path):
     result = script("beta/train.py", *TINY, "--EPOCHS=3", f"--DATA={photos}", f"--OUT_DIR={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"skipped {photos / 'broken.jpg'}: not an image" in result.stdout
-    assert "1 unreadable file(s) skipped" in result.stdout
+    assert "1 unreadable file skipped" in result.stdout
     assert "predicting grey" in result.stdout
 
     for name in ("batch.png", "result.png", "loss.png", "model.keras", "metrics.json", "settings.json"):

@@ -104,7 +104,7 @@ class NaNFromEpoch(keras.utils.PyDataset):
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     model = tiny_model(0)
-    with pytest.raises(training.TrainingDiverged, match=r"epoch 3, batch 1.*last good epoch \(2\)") as error:
+    with pytest.raises(training.TrainingDiverged, match=r"loss became nan in epoch 3, batch 1: .*last good epoch \(2\)") as error:
         training.fit(model, NaNFromEpoch(bad=2), epochs=5, out_dir=tmp_path, verbose=0)
     assert "\n" not in str(error.value)
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
@@ -113,6 +113,12 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     training.load_checkpoint(restored, tmp_path / "checkpoint")
     assert all(np.isfinite(w).all() for w in restored.get_weights())
     assert not np.isfinite(model.get_weights()[0]).all()  # the model itself was ruined: the checkpoint was not
+
+
+def test_a_nan_validation_loss_stops_training_too(tmp_path):
+    with pytest.raises(training.TrainingDiverged, match="in epoch 1, on the validation data: .*no good epoch"):
+        training.fit(tiny_model(0), NaNFromEpoch(bad=5), NaNFromEpoch(bad=0), epochs=3, out_dir=tmp_path, verbose=0)
+    assert not (tmp_path / "checkpoint" / "state.json").exists()
 
 
 def test_save_model_is_atomic(tmp_path):
