@@ -18,6 +18,10 @@ What it adds, each piece also usable on its own:
 - TensorBoard logs in ``OUT_DIR/logs`` (``tensorboard --logdir OUT_DIR/logs``) and Keras's progress bar.
 - :class:`StopOnNaN`: a loss that becomes NaN or infinite stops training with a clear message; the
   checkpoint keeps the last good epoch.
+- ``keep_best="val_loss"``: the checkpoint also keeps the weights of the epoch with the lowest
+  validation loss (``OUT_DIR/checkpoint/best.weights.h5``); :func:`restore_best` loads them back, so
+  the saved model is the one that coloured unseen photos best, not the last, possibly overfitted, one
+  ("early stopping", without stopping).
 - :func:`save_model`: the final ``.keras`` file, written atomically.
 """
 
@@ -35,6 +39,7 @@ import numpy as np
 from colorlab import UserError, files, images, lab, plots
 
 CHECKPOINT = "checkpoint"  # sub-folders of OUT_DIR that fit() writes
+BEST = "best.weights.h5"  # in CHECKPOINT: the weights of the best epoch, with keep_best
 GRIDS = "grids"
 LOGS = "logs"
 
@@ -54,7 +59,7 @@ class Run:
 
 
 def fit(model, train, validation=None, *, epochs, out_dir, resume=False, examples=None, predict=None,
-        multiple=8, color_space="lab", settings=None, callbacks=(), verbose="auto"):
+        multiple=8, color_space="lab", settings=None, callbacks=(), verbose="auto", keep_best=None):
     """Train a compiled ``model`` on ``train`` (a ``keras.utils.PyDataset``, e.g. ``colorlab.data.Photos``)
     for ``epochs`` epochs in all, with checkpoints, resume, result grids, TensorBoard and a NaN stop.
 
@@ -74,6 +79,8 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
             are listed.
         callbacks: more Keras callbacks.
         verbose: passed to ``model.fit``; "auto" shows Keras's progress bar.
+        keep_best: a logged metric to minimise, such as "val_loss": the checkpoint then also keeps the
+            weights of the epoch where it was lowest, for :func:`restore_best`.
 
     Returns a :class:`Run`. Raises :class:`TrainingDiverged` if the loss became NaN or infinite.
     """
@@ -93,7 +100,7 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
             print(f"the checkpoint has {state['epoch']} epochs already: nothing to train (raise EPOCHS to train more)")
 
     stop = StopOnNaN()
-    checkpoint = Checkpoint(folder, state, settings)
+    checkpoint = Checkpoint(folder, state, settings, keep_best)
     all_callbacks = [stop]
     if hasattr(train, "set_epoch"):
         from colorlab.data import NextEpoch
@@ -150,13 +157,17 @@ class Checkpoint(keras.callbacks.Callback):
     :func:`random_states`). Weights rather than a whole ``.keras`` model: any model can be checkpointed, even
     one whose configuration cannot be saved, since the stage rebuilds the model before resuming. An epoch whose loss is NaN or infinite is not
     saved, so the checkpoint always holds the last good epoch.
+
+    With ``keep_best`` (a logged metric, such as "val_loss"), an epoch that lowers it also writes
+    ``folder/best.weights.h5``, before the state that records it as ``best_epoch``.
     """
 
-    def __init__(self, folder, state=None, settings=None):
+    def __init__(self, folder, state=None, settings=None, keep_best=None):
         super().__init__()
         self.folder = Path(folder)
         self.state = {"epoch": 0, "history": {}, "seconds": 0.0, **(state or {})}
         self.settings = settings
+        self.keep_best = keep_best
         self._start = self._seconds_before = None
 
     def on_train_begin(self, logs=None):
@@ -175,7 +186,13 @@ class Checkpoint(keras.callbacks.Callback):
         model_file = f"epoch-{epoch + 1:04d}.weights.h5"
         with files.atomic_path(self.folder / model_file) as tmp:
             self.model.save_weights(tmp)
-        state = {"epoch": epoch + 1, "model": model_file, "history": history, "settings": self.settings,
+        best_epoch = self.state.get("best_epoch")
+        if self.keep_best in logs and logs[self.keep_best] <= min(history[self.keep_best]):
+            with files.atomic_path(self.folder / BEST) as tmp:
+                shutil.copyfile(self.folder / model_file, tmp)
+            best_epoch = epoch + 1
+        state = {"epoch": epoch + 1, "model": model_file, "best_epoch": best_epoch, "history": history,
+                 "settings": self.settings,
                  "seconds": self._seconds_before + time.perf_counter() - self._start,
                  "random_states": [np.asarray(v.numpy()).tolist() for v in random_states(self.model)]}
         files.write_json(self.folder / "state.json", state)  # the commit: from now on, resume uses this epoch
@@ -208,6 +225,20 @@ def load_checkpoint(model, folder):
         for variable, value in zip(variables, saved):
             variable.assign(np.asarray(value, dtype=variable.dtype))
     return state
+
+
+def restore_best(model, out_dir):
+    """Load the weights of the best epoch kept by ``fit(..., keep_best=...)`` into ``model``; return
+    that epoch's number. (The optimizer's state comes back too; it does not matter for predicting.)"""
+    folder = Path(out_dir) / CHECKPOINT
+    try:
+        epoch = json.loads((folder / "state.json").read_text(encoding="utf-8")).get("best_epoch")
+    except (OSError, ValueError) as error:
+        raise UserError(f"{folder / 'state.json'}: cannot find the best epoch ({error})") from None
+    if epoch is None or not (folder / BEST).exists():
+        raise UserError(f"{folder}: no best epoch was kept; train with keep_best='val_loss'")
+    model.load_weights(folder / BEST)
+    return epoch
 
 
 def random_states(model):
