@@ -410,9 +410,9 @@ def measure_training(stage, paths):
     steps = calibrate(trainer, (rgb_batches[0],))
     ARGS.steps_used = steps
     disk_rgb = data.Photos(paths, output="rgb", steps=steps, **options)
-    disk_lab = data.Photos(paths, output="lab", steps=steps, **options)
+    disk_lab = data.Photos(paths, output="split", steps=steps, **options)
     memory_rgb = InMemory(rgb_batches, steps)
-    memory_lab = InMemory([data.l_ab(rgb) for rgb in rgb_batches], steps)
+    memory_lab = InMemory([data.split_batch(rgb) for rgb in rgb_batches], steps)
     reference = Reference2017(paths, size, batch, seed=0)
 
     def reference_chunk(r):

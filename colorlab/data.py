@@ -29,11 +29,12 @@ prepared ahead is labelled with its epoch and number, and only the batch asked f
 
 Each batch is ``(l, ab)``: float32 arrays of shape (batch, image_size, image_size, 1) in [0, 1] and
 (batch, image_size, image_size, 2) in [-1, 1] (see ``colorlab.lab``), converted from RGB with a
-single call for the whole batch. With ``output="rgb"`` each batch is instead the crops themselves, one
-uint8 array of shape (batch, image_size, image_size, 3): a quarter of the bytes, and no conversion in
-the reading threads, for a model that converts to Lab itself, inside its compiled training step
-(``colorlab.training.RGBTrainer``). The crops are the same either way: ``(l, ab)`` is exactly
-``colorlab.lab.rgb_to_l_ab(rgb / 255)`` of the ``rgb`` batch.
+single call for the whole batch; with ``color_space="yuv"``, ``(y, uv)`` in the same shapes and ranges.
+With ``output="rgb"`` each batch is instead the crops themselves, one uint8 array of shape (batch,
+image_size, image_size, 3): a quarter of the bytes, and no conversion in the reading threads, for a
+model that converts them itself, inside its compiled training step (``colorlab.training.RGBTrainer``).
+The crops are the same either way: ``(l, ab)`` is exactly ``colorlab.lab.rgb_to_l_ab(rgb / 255)`` of
+the ``rgb`` batch.
 """
 
 import hashlib
@@ -47,7 +48,7 @@ import numpy as np
 
 from colorlab import UserError, images, lab
 
-OUTPUTS = ("lab", "rgb")  # what a batch is: (l, ab) float32, or uint8 RGB crops
+OUTPUTS = ("split", "rgb")  # what a batch is: (l, ab) (or (y, uv)) float32, or uint8 RGB crops
 
 def split(paths, validation_fraction, root=None):
     """Split photos into ``(train, validation)`` lists of whole photos, the same way every time.
@@ -92,11 +93,12 @@ class Photos(keras.utils.PyDataset):
         workers: threads that read the next batches while the model trains; 1 reads each batch only
             when it is asked for. The batches are the same whatever the number.
         max_queue_size: batches prepared ahead of the model, at most.
-        output: "lab" for ``(l, ab)`` float32 batches, "rgb" for uint8 RGB batches (see above).
+        color_space: "lab" serves ``(l, ab)``; "yuv" serves ``(y, uv)`` (see ``colorlab.lab.split``).
+        output: "split" for those float32 pairs; "rgb" for the uint8 RGB crops themselves (see above).
     """
 
     def __init__(self, paths, image_size, batch_size, steps=None, *, random=True, zoom=1.0, seed=0,
-                 workers=1, max_queue_size=10, output="lab"):
+                 workers=1, max_queue_size=10, color_space="lab", output="split"):
         # Keras sees one worker, so it reads batches in order and keeps none; our threads read ahead.
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=max_queue_size)
         self.paths = [str(p) for p in paths]  # plain strings: 100k names take a few MB
@@ -118,6 +120,8 @@ class Photos(keras.utils.PyDataset):
         self.steps = steps if random else math.ceil(len(self.paths) / batch_size)
         self.zoom = zoom
         self.seed = seed
+        lab.split(np.zeros((1, 1, 3)), color_space)  # an unknown colour space fails here, not in a reading thread
+        self.color_space = color_space
         self.epoch = 0  # set by the NextEpoch callback before each epoch starts
         self.skipped = {}  # path -> why it was skipped
         self._lock = threading.Lock()
@@ -160,7 +164,7 @@ class Photos(keras.utils.PyDataset):
             rgb = np.stack([self._centre_crop(i) for i in numbers])
         if self.output == "rgb":
             return rgb  # (N, S, S, 3) uint8: the model converts it
-        return lab.rgb_to_l_ab(to_float(rgb))  # one vectorised conversion per batch
+        return lab.split(to_float(rgb), self.color_space)  # one vectorised conversion per batch
 
     def first_usable(self):
         """The first photo that can be read (unreadable ones are reported and skipped); a UserError if none.
@@ -254,7 +258,7 @@ class NextEpoch(keras.callbacks.Callback):
 
 
 def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, *, zoom=1.0, seed=0,
-                workers=1, max_queue_size=10, output="lab", verbose=True):
+                workers=1, max_queue_size=10, color_space="lab", output="split", verbose=True):
     """Training and validation :class:`Photos` from every photo under ``folder`` (searched recursively).
 
     Returns ``(train, validation)``; ``validation`` is None when ``validation_fraction`` is 0. Stops
@@ -269,7 +273,7 @@ def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, 
         raise UserError(f"{folder}: only 1 photo; a validation split needs at least 2 (one to train on, one to check)")
     train_paths, validation_paths = split(paths, validation_fraction, root=folder)
     options = dict(image_size=image_size, batch_size=batch_size, workers=workers, max_queue_size=max_queue_size,
-                   output=output)
+                   color_space=color_space, output=output)
     train = Photos(train_paths, steps=steps, random=True, zoom=zoom, seed=seed, **options)
     validation = Photos(validation_paths, random=False, **options) if validation_paths else None
     for dataset, role in ((train, "training"), (validation, "validation")):
@@ -291,16 +295,16 @@ def to_float(rgb):
     return np.asarray(rgb).astype(np.float32) / 255.0
 
 
-def l_ab(batch):
-    """The ``(l, ab)`` of a batch, whether it is already ``(l, ab)`` or uint8 RGB crops."""
-    return batch if isinstance(batch, tuple) else lab.rgb_to_l_ab(to_float(batch))
+def split_batch(batch, color_space="lab"):
+    """The ``(l, ab)`` (or ``(y, uv)``) of a batch, whether it is already that pair or uint8 RGB crops."""
+    return batch if isinstance(batch, tuple) else lab.split(to_float(batch), color_space)
 
 
 def grey_loss(dataset):
     """The mean squared error of predicting no colour (ab = 0) on ``dataset``: the baseline to beat."""
     total = count = 0.0
     for index in range(len(dataset)):  # a Photos dataset reads the next batches meanwhile
-        _, ab = l_ab(dataset[index])
+        _, ab = split_batch(dataset[index], getattr(dataset, "color_space", "lab"))
         total += float(np.sum(np.square(ab, dtype=np.float64)))
         count += ab.size
     return total / count

@@ -70,7 +70,7 @@ def test_the_uint8_training_path_gives_the_loss_of_the_float_path():
     rgb = rgb_batches[0]
     l, ab = lab_batches[0]
     assert rgb.dtype == np.uint8 and rgb.shape == (4, 16, 16, 3) and rgb.nbytes * 4 == l.nbytes + ab.nbytes
-    np.testing.assert_array_equal(data.l_ab(rgb)[1], ab)  # the same crops
+    np.testing.assert_array_equal(data.split_batch(rgb)[1], ab)  # the same crops
 
     floats = tiny_model(0)
     floats.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
