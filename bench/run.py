@@ -39,9 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {  # full run / --quick
-    "size": (256, 64), "batch": (8, 4), "min_steps": (2, 3), "chunk_seconds": (2.0, 0.5), "rounds": (7, 3),
+    "size": (256, 64), "batch": (8, 4), "min_steps": (2, 3), "chunk_seconds": (2.0, 0.3), "rounds": (7, 3),
     "scale_sizes": ("256,512,1024", "128,256,512"), "scale_batches": ("1,4,8", "1,4"),
-    "colorize_photos": (8, 4), "repeats": (5, 3), "cell_budget": (60.0, 3.0), "cell_repeats": (2, 1),
+    "colorize_photos": (8, 4), "repeats": (5, 3), "classifier": ("inception_resnet_v2", "mobilenet_v3_small"), "cell_budget": (60.0, 3.0), "cell_repeats": (2, 1),
 }
 
 
@@ -64,6 +64,8 @@ def parse_args(argv=None):
     parser.add_argument("--cell-budget", type=float, help="seconds a cost-table cell may take; bigger ones are skipped")
     parser.add_argument("--stages", default="all", help="stages to measure, e.g. beta,full (default: every stage present)")
     parser.add_argument("--parts", default="train,precision,colorize,scaling", help="which measurements to run")
+    parser.add_argument("--classifier", help="the full stage's classifier (default inception_resnet_v2, the 2017 "
+                        "choice; mobilenet_v3_small with --quick)")
     parser.add_argument("--photos", default="outputs/bench/photos", help="folder for the generated photos")
     parser.add_argument("--json", default=None, help="where to write every number (default outputs/bench/<backend>.json)")
     args = parser.parse_args(argv)
@@ -90,7 +92,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from colorlab import colorize, data, images, lab, speed, training  # noqa: E402
+from colorlab import colorize, data, files, images, lab, speed, training  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -285,13 +287,13 @@ class Reference2017:
         chosen = self.rng.choice(len(self.photos), self.batch_size, replace=False)
         rgb = np.stack([_random_transform(self.photos[i], self.rng) for i in chosen])
         lab_batch = color.rgb2lab(rgb)
-        l = lab_batch[..., :1] / lab.L_SCALE  # (the original fed L unscaled; the cost is the same)
-        ab = lab_batch[..., 1:] / lab.AB_SCALE
+        l = (lab_batch[..., :1] / lab.L_SCALE).astype(np.float32)  # (the original fed L unscaled, float64)
+        ab = (lab_batch[..., 1:] / lab.AB_SCALE).astype(np.float32)
         if self.embed is None:
             return l, ab
         grey = color.gray2rgb(color.rgb2gray(rgb))
         _unused = self._embedding(grey)  # noqa: F841  (the original's first, unused call)
-        return (l, self._embedding(grey)), ab
+        return (l, self._embedding(grey).astype(np.float32)), ab
 
     def _embedding(self, grey):
         from skimage import transform
@@ -337,11 +339,24 @@ def stage_cell(stage, marker):
     raise RuntimeError(f"{stage}/train.py: no code cell with {marker!r}")
 
 
-def build_beta():
-    """Beta's network, built by the code of beta/train.py's model cell."""
-    namespace = {"keras": keras, "layers": keras.layers}
-    exec(stage_cell("beta", "model = keras.Sequential("), namespace)  # noqa: S102
-    return namespace["model"]
+def exec_cell(stage, marker, namespace):
+    """Run the code cell of ``<stage>/train.py`` that contains ``marker`` in ``namespace``; return it."""
+    exec(stage_cell(stage, marker), namespace)  # noqa: S102
+    return namespace
+
+
+def stage_definitions(stage):
+    """The imports, functions, classes and settings of ``<stage>/train.py``, without running the stage."""
+    import ast
+
+    source = (ROOT / stage / "train.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
+    tree.body = [node for node in tree.body if isinstance(node, keep)
+                 or (isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets))]
+    namespace = {"__name__": f"{stage}_stage"}
+    exec(compile(tree, str(ROOT / stage / "train.py"), "exec"), namespace)  # noqa: S102
+    return namespace
 
 
 def quiet(function, *args, **kwargs):
@@ -353,7 +368,136 @@ def quiet(function, *args, **kwargs):
         return function(*args, **kwargs)
 
 
-STAGES = {"beta": build_beta}
+def precision_setting():
+    """The stage files' MIXED_PRECISION value that keeps the dtype policy the bench has set."""
+    return {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}.get(keras.config.dtype_policy().name, False)
+
+
+def compiled(model, jit="auto", lr=1e-3):
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=speed.jit_compile(jit))
+    return model
+
+
+class Beta:
+    """What the bench needs of a stage: its network, built by the stage file's own code, and how it
+    trains on uint8 RGB batches (the default) and on float (l, ab) batches."""
+
+    name, multiple, notes = "beta", 8, ""
+
+    def network(self):
+        namespace = {"keras": keras, "layers": keras.layers}
+        return exec_cell("beta", "model = keras.Sequential(", namespace)["model"]
+
+    def trainer(self, jit="auto"):
+        return compiled(training.RGBTrainer(self.network()), jit)  # ours: one compiled step for uint8 batches
+
+    def float_model(self):
+        return compiled(self.network())  # the step for float (l, ab) batches, which the 2017 reference feeds too
+
+    def photos(self, paths, output, steps, **options):
+        return data.Photos(paths, output=output, steps=steps, **options)
+
+    def reference(self, paths):
+        return Reference2017(paths, ARGS.size, ARGS.batch, seed=0)
+
+    def colour_model(self):
+        return self.network()
+
+
+class Full(Beta):
+    """The full stage: its fusion network, and each photo's classifier embedding computed once (timed)."""
+
+    name = "full"
+
+    def __init__(self):
+        from colorlab import classifiers
+
+        self.classifier_name = ARGS.classifier
+        self.recipe = classifiers.CLASSIFIERS[self.classifier_name]
+        policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("float32")
+        self.classifier, _ = classifiers.load(self.classifier_name, None, announce=lambda *_: None)  # random weights
+        self.embed = classifiers.embedder(self.classifier, self.classifier_name)
+        keras.config.set_dtype_policy(policy)
+        self.fingerprint = classifiers.fingerprint(self.classifier)
+        self.embedded, self.embedding_seconds = {}, None
+        self.notes = f"classifier {self.classifier_name} (random weights: the cost is the same)"
+
+    def network(self):
+        from colorlab import fusion
+
+        namespace = {"keras": keras, "layers": keras.layers, "fusion": fusion, "speed": speed, "embed": self.embed,
+                     "MIXED_PRECISION": precision_setting(), "JIT_COMPILE": "auto"}
+        return exec_cell("full", "l_input = keras.Input(", namespace)["model"]
+
+    def embeddings(self, paths):
+        """Each photo's embedding, computed once by the classifier, the way the full stage does it (its
+        cache, here in a fresh folder so that it is computed, and timed)."""
+        import shutil
+        import tempfile
+
+        from colorlab import embeddings
+
+        missing = [p for p in paths if str(p) not in self.embedded]
+        if missing:
+            folder = tempfile.mkdtemp(prefix="colorlab-bench-embeddings-")
+            try:
+                cache = embeddings.Cache(folder, self.embed.predict_on_batch, self.classifier_name, self.fingerprint)
+                start = time.perf_counter()
+                rows = cache.get(missing)
+                seconds = time.perf_counter() - start
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            self.embedded.update(zip(map(str, missing), rows))
+            self.embedding_seconds = {"photos": len(missing), "seconds": round(seconds, 2),
+                                      "ms_per_photo": round(1000 * seconds / len(missing), 1)}
+        return np.stack([self.embedded[str(p)] for p in paths])
+
+    def photos(self, paths, output, steps, **options):
+        from colorlab import embeddings
+
+        photos = data.Photos(paths, output=output, steps=steps, **options)
+        return embeddings.EmbeddedPhotos.attach(photos, self.embeddings(photos.paths))
+
+    def reference(self, paths):
+        def embed(rgb01):  # the 2017 create_inception_embedding, after its per-photo resize
+            return self.classifier.predict(self.recipe.preprocess(rgb01 * 255.0), verbose=0)
+
+        return Reference2017(paths, ARGS.size, ARGS.batch, seed=0, embed=embed, embed_size=self.recipe.size)
+
+    def colour_model(self):
+        colouriser = self.network()
+        l_only = keras.Input(shape=(None, None, 1), name="l")
+        return keras.Model(l_only, colouriser([l_only, self.embed(l_only)]), name="full")
+
+
+class Gan(Beta):
+    """The gan stage at its default settings: its Pix2Pix model handles uint8 RGB and (l, ab) batches."""
+
+    name = "gan"
+
+    def __init__(self):
+        self.ns = stage_definitions("gan")
+        self.multiple = 2 ** self.ns["DEPTH"]
+        self.notes = "the GAN phase's step (after the L1 warm-up): generator and discriminator"
+
+    def network(self):
+        ns = self.ns
+        return ns["unet"](ns["DEPTH"], ns["FILTERS"], ns["DROPOUT"])
+
+    def trainer(self, jit="auto"):
+        ns = self.ns
+        model = ns["Pix2Pix"](self.network(), ns["patchgan"](ns["D_FILTERS"], ns["D_LAYERS"]), l1_weight=ns["LAMBDA"],
+                              color_space=ns["COLOR_SPACE"])
+        adam = lambda: keras.optimizers.Adam(ns["LEARNING_RATE"], beta_1=ns["BETA_1"])  # noqa: E731
+        model.compile(d_optimizer=adam(), g_optimizer=adam(), jit_compile=speed.jit_compile(jit))
+        return model
+
+    def float_model(self):
+        return self.trainer()  # the same step takes (l, ab) batches as they come
+
+
+STAGES = {"beta": Beta, "full": Full, "gan": Gan}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -391,36 +535,30 @@ def calibrate(model, batch):
     return int(min(200, max(ARGS.min_steps, np.ceil(ARGS.chunk_seconds / seconds))))
 
 
-def compiled(model, jit="auto", lr=1e-3):
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=speed.jit_compile(jit))
-    return model
-
-
 def measure_training(stage, paths):
     """Training throughput of one stage's step, fed five ways, in turns."""
     size, batch = ARGS.size, ARGS.batch
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
-    build = STAGES[stage]
-    trainer = compiled(training.RGBTrainer(build()))  # ours: one compiled step for uint8 batches
-    floats = compiled(build())  # the step for float (l, ab) batches, which the 2017 reference feeds too
+    trainer = stage.trainer()  # ours: the compiled step for uint8 RGB batches
+    floats = stage.float_model()  # the step for float (l, ab) batches, which the 2017 reference feeds too
     options = dict(image_size=size, batch_size=batch, zoom=1.3, seed=0, workers=ARGS.workers)
-    first = data.Photos(paths, output="rgb", steps=8, **options)
+    first = stage.photos(paths, "rgb", 8, **options)
     rgb_batches = [first[i] for i in range(min(8, len(first)))]
-    steps = calibrate(trainer, (rgb_batches[0],))
-    ARGS.steps_used = steps
-    disk_rgb = data.Photos(paths, output="rgb", steps=steps, **options)
-    disk_lab = data.Photos(paths, output="split", steps=steps, **options)
+    steps = calibrate(trainer, rgb_batches[0] if isinstance(rgb_batches[0], tuple) else (rgb_batches[0],))
+    ARGS.steps_used = max(steps, getattr(ARGS, "steps_used", 0))
+    disk_rgb = stage.photos(paths, "rgb", steps, **options)
+    disk_lab = stage.photos(paths, "split", steps, **options)
     memory_rgb = InMemory(rgb_batches, steps)
-    memory_lab = InMemory([data.split_batch(rgb) for rgb in rgb_batches], steps)
-    reference = Reference2017(paths, size, batch, seed=0)
+    memory_lab = InMemory([data.split_batch(b) for b in rgb_batches], steps)
+    reference = stage.reference(paths)
 
     def reference_chunk(r):
         start = time.perf_counter()
-        for _ in range(1 if r is None else steps):
-            l, ab = reference.batch()
-            floats.train_on_batch(l, ab)
-        return time.perf_counter() - start, steps * batch
+        count = 1 if r is None else steps
+        for _ in range(count):
+            floats.train_on_batch(*reference.batch())
+        return time.perf_counter() - start, count * batch
 
     variants = {
         "disk, uint8 RGB (default)": lambda r: fit_chunk(trainer, disk_rgb, r),
@@ -436,14 +574,18 @@ def measure_training(stage, paths):
         "uint8_vs_float_lab": paired(results, "disk, uint8 RGB (default)", "disk, float Lab"),
         "speedup_vs_2017": paired(results, "disk, uint8 RGB (default)", "2017 reference"),
     }
-    return {"variants": results, "ratios": ratios}
+    result = {"variants": results, "ratios": ratios, "steps": steps, "notes": stage.notes}
+    if getattr(stage, "embedding_seconds", None):
+        result["classifier_once_per_photo"] = stage.embedding_seconds
+    return result
 
 
 def measure_precision(stage):
     """The default trainer's step, fed from memory, under each precision policy and with XLA."""
-    size, batch, steps = ARGS.size, ARGS.batch, getattr(ARGS, "steps_used", None) or ARGS.steps or ARGS.min_steps
-    rng = np.random.default_rng(0)
-    batches = InMemory([rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8) for _ in range(2)], steps)
+    size, batch = ARGS.size, ARGS.batch
+    options = dict(image_size=size, batch_size=batch, zoom=1.3, seed=0, workers=ARGS.workers)
+    first = stage.photos(make_photos(ARGS.photos, 64, (640, 480), seed=0), "rgb", 2, **options)
+    batches = [first[0], first[1]]
     on_gpu = speed.accelerator() is not None
     settings = {"float32": ("float32", False), "float32 + jit": ("float32", True),
                 "mixed_bfloat16": ("mixed_bfloat16", "auto"), "mixed_float16": ("mixed_float16", "auto")}
@@ -458,8 +600,10 @@ def measure_precision(stage):
     for name, (policy, jit) in settings.items():
         keras.config.set_dtype_policy(policy)
         keras.utils.set_random_seed(0)
-        models[name] = compiled(training.RGBTrainer(STAGES[stage]()), jit=jit)
+        models[name] = stage.trainer(jit=jit)
     keras.config.set_dtype_policy("float32")
+    steps = calibrate(models["float32"], batches[0] if isinstance(batches[0], tuple) else (batches[0],))
+    batches = InMemory(batches, steps)
     results = alternate({name: (lambda r, m=model: fit_chunk(m, batches, r)) for name, model in models.items()},
                         ARGS.rounds)
     for name, model in models.items():
@@ -474,7 +618,8 @@ def measure_colorize(stage, out):
     keras.utils.set_random_seed(0)
     model_path = out / "models" / f"{stage}.keras"
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    training.save_model(STAGES[stage](), model_path)
+    training.save_model(stage.colour_model(), model_path)
+    files.write_json(model_path.with_name("settings.json"), {"MULTIPLE": stage.multiple})  # as the stages save it
     model = colorize.load_model(model_path)
     photos = make_photos(ARGS.photos, ARGS.colorize_photos, ARGS.photo_size, seed=1)
     target = out / "colorized" / "one.png"
@@ -486,7 +631,7 @@ def measure_colorize(stage, out):
         start = time.perf_counter()
         rgb = images.load(path)
         times["read"] = time.perf_counter() - start
-        result = colorize.colorize_batch(model, [rgb], size)[0]
+        result = colorize.colorize_batch(model, [rgb], size, stage.multiple)[0]
         times["colour"] = time.perf_counter() - start - times["read"]
         images.save(target, result)
         times["write"] = time.perf_counter() - start - times["read"] - times["colour"]
@@ -494,7 +639,7 @@ def measure_colorize(stage, out):
         return time.perf_counter() - start, 1
 
     one.parts = []
-    (h, w), padded = colorize.working_shape(ARGS.photo_size[1], ARGS.photo_size[0], size)
+    (h, w), padded = colorize.working_shape(ARGS.photo_size[1], ARGS.photo_size[0], size, stage.multiple)
     x = np.zeros((1, *padded, 1), np.float32)
 
     def model_only(_r):
@@ -505,7 +650,7 @@ def measure_colorize(stage, out):
     def folder(_r):
         start = time.perf_counter()
         quiet(colorize.run, [photos[0].parent], model_path, out / "colorized" / "folder", size, colorize.BATCH,
-              overwrite=True)
+              stage.multiple, overwrite=True)
         return time.perf_counter() - start, len(photos)
 
     results = alternate({"one photo, end to end": one, "model alone": model_only}, ARGS.repeats)
@@ -524,8 +669,8 @@ def measure_scaling(stage):
     cost per crop at the default batch; cells predicted to take over --cell-budget are skipped."""
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
-    model = STAGES[stage]()
-    trainer = compiled(training.RGBTrainer(STAGES[stage]()))
+    model = stage.network()
+    trainer = stage.trainer()
     rows, last = [], {}
 
     def timed(function, repeats):
@@ -612,6 +757,12 @@ def table(report):
                      f"(float Lab path: {rate(r['pipeline_efficiency_float_lab'])})")
         lines.append(f"  uint8 RGB vs float Lab from disk: {rate(r['uint8_vs_float_lab'], 'x')}   "
                      f"speed-up over the 2017 reference: {rate(r['speedup_vs_2017'], 'x')}")
+        once = result.get("classifier_once_per_photo")
+        if once:
+            lines.append(f"  {result['notes']}: {once['ms_per_photo']:g} ms per photo, once (cached), "
+                         f"vs 2 calls per crop per step in the 2017 reference")
+        elif result.get("notes"):
+            lines.append(f"  ({result['notes']})")
     for stage, result in report.get("precision", {}).items():
         lines.append("")
         lines.append(f"{stage}: precision and compilation, from memory    crops/s   vs float32")
@@ -674,6 +825,9 @@ def targets(report):
     return found
 
 
+QUICK_SKIPS = {("full", "precision"), ("gan", "precision"), ("full", "colorize")}  # to keep --quick near a minute
+
+
 def main():
     out = Path("outputs/bench")
     out.mkdir(parents=True, exist_ok=True)
@@ -683,18 +837,25 @@ def main():
         "work_size": ARGS.work_size, "photo_size": list(ARGS.photo_size), "scale_sizes": ARGS.scale_sizes,
         "scale_batches": ARGS.scale_batches, "parts": sorted(ARGS.parts)}}
     present = [s for s in STAGES if (ROOT / s / "train.py").exists()]
-    stages = present if ARGS.stages == "all" else [s for s in ARGS.stages.split(",") if s in present]
+    names = present if ARGS.stages == "all" else [s for s in ARGS.stages.split(",") if s in present]
     paths = make_photos(ARGS.photos, 64, (640, 480), seed=0)
-    for stage in stages:
+    for name in names:
+        if ARGS.size % (32 if name == "gan" else 8):
+            report.setdefault("skipped", {})[name] = f"--size {ARGS.size} does not divide by the stage's multiple"
+            continue
+        stage = quiet(STAGES[name])
         for part, function, arguments in (("train", measure_training, (stage, paths)),
                                           ("precision", measure_precision, (stage,)),
                                           ("colorize", measure_colorize, (stage, out)),
                                           ("scaling", measure_scaling, (stage,))):
-            if part in ARGS.parts and (part != "colorize" or stage in COLORIZABLE):
-                print(f"measuring {stage}: {part} ...", file=sys.stderr, flush=True)
+            if ARGS.quick and (name, part) in QUICK_SKIPS:
+                report.setdefault("skipped", {})[f"{name} {part}"] = "left out with --quick (run without it)"
+                continue
+            if part in ARGS.parts and (part != "scaling" or name == "beta"):
+                print(f"measuring {name}: {part} ...", file=sys.stderr, flush=True)
                 start = time.perf_counter()
-                report.setdefault({"train": "training"}.get(part, part), {})[stage] = quiet(function, *arguments)
-                report.setdefault("part_seconds", {})[f"{stage} {part}"] = round(time.perf_counter() - start, 1)
+                report.setdefault({"train": "training"}.get(part, part), {})[name] = quiet(function, *arguments)
+                report.setdefault("part_seconds", {})[f"{name} {part}"] = round(time.perf_counter() - start, 1)
     report["settings"]["steps"] = getattr(ARGS, "steps_used", ARGS.steps)
     report["settings"]["workers"] = ARGS.workers
     report["machine"]["load_average_end"] = list(os.getloadavg())
@@ -706,8 +867,6 @@ def main():
     print(table(report))
     print(f"\n{report['seconds']:.0f} s in all; every number in {ARGS.json}")
 
-
-COLORIZABLE = {"beta"}
 
 if __name__ == "__main__":
     main()

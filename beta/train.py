@@ -235,7 +235,7 @@ print(f"on photos it never saw, the last epoch does {verdict} than predicting gr
 # `result.png` shows the validation photos, whole, coloured by the kept network.
 
 # %%
-best_epoch = training.restore_best(trainer, out_dir)  # into `model`: the epoch with the lowest validation loss
+best_epoch = training.restore_best(model, out_dir)  # the weights of the epoch with the lowest validation loss
 best_val_loss = run.history["val_loss"][best_epoch - 1]
 verdict = "better" if best_val_loss < grey_loss else "WORSE"
 print(f"kept epoch {best_epoch} of {run.epochs}: validation loss {best_val_loss:.5f}, {verdict} than predicting grey "

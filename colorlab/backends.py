@@ -88,17 +88,35 @@ def minimize(losses_fn, *updates):
     backend = check_backend()
     optimizers = [optimizer for optimizer, _ in updates]
     groups = [list(variables) for _, variables in updates]
-    if backend == "tensorflow":
-        losses, extras, grads = _tensorflow_gradients(losses_fn, groups)
-    elif backend == "torch":
-        losses, extras, grads = _torch_gradients(losses_fn, groups)
+    differentiate = {"tensorflow": _tensorflow_gradients, "torch": _torch_gradients}.get(backend, _jax_gradients)
+    if any(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in optimizers):
+        def scaled():  # gradients of the scaled losses (the optimizer unscales them); the true losses returned
+            losses, extras = losses_fn()
+            return tuple(_scaled(o, loss) for o, loss in zip(optimizers, losses)), (tuple(losses), extras)
+
+        _, (losses, extras), grads = differentiate(scaled, groups)
     else:
-        losses, extras, grads = _jax_gradients(losses_fn, groups)
+        losses, extras, grads = differentiate(losses_fn, groups)
     if len(losses) != len(updates):
         raise ValueError(f"losses_fn returned {len(losses)} losses for {len(updates)} (optimizer, variables) pairs")
     for optimizer, grads_i, variables in zip(optimizers, grads, groups):
         optimizer.apply(grads_i, variables)  # after every gradient is taken: no loss sees a half-updated model
     return losses, extras
+
+
+def scale_losses(*optimizers):
+    """Each optimizer wrapped in a ``LossScaleOptimizer`` if the dtype policy is ``mixed_float16``
+    (what ``compile`` does for a model's single optimizer), else as it is. :func:`minimize` then takes
+    the gradients of each loss multiplied by its optimizer's current scale, so that float16 gradients
+    do not round to zero; the optimizer divides them back, and skips a step whose gradients overflowed."""
+    if keras.config.dtype_policy().name != "mixed_float16":
+        return optimizers
+    return tuple(o if isinstance(o, keras.optimizers.LossScaleOptimizer) else keras.optimizers.LossScaleOptimizer(o)
+                 for o in optimizers)
+
+
+def _scaled(optimizer, loss):
+    return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
 
 
 def _tensorflow_gradients(losses_fn, groups):

@@ -296,8 +296,16 @@ def to_float(rgb):
 
 
 def split_batch(batch, color_space="lab"):
-    """The ``(l, ab)`` (or ``(y, uv)``) of a batch, whether it is already that pair or uint8 RGB crops."""
-    return batch if isinstance(batch, tuple) else lab.split(to_float(batch), color_space)
+    """A batch as ``(inputs, targets)``, e.g. ``(l, ab)``, whether it is already that pair or uint8 RGB
+    crops (``output="rgb"``), which are split here: ``rgb`` gives ``(l, ab)`` (or ``(y, uv)``), and
+    ``((rgb, *more),)`` (RGB with further inputs, such as the full stage's embeddings) gives
+    ``((l, *more), ab)``."""
+    if isinstance(batch, tuple) and len(batch) == 2:
+        return batch
+    inputs = batch[0] if isinstance(batch, tuple) else batch
+    rgb, more = (inputs[0], tuple(inputs[1:])) if isinstance(inputs, (tuple, list)) else (inputs, ())
+    grey, colour = lab.split(to_float(rgb), color_space)
+    return ((grey, *more) if more else grey), colour
 
 
 def grey_loss(dataset):

@@ -195,7 +195,8 @@ def _checksum(vector):
 
 class EmbeddedPhotos(data.Photos):
     """``colorlab.data.Photos`` whose batches are ``((l, embedding), ab)``: each crop with the cached
-    embedding of the whole photo it was cut from, for a model with two inputs.
+    embedding of the whole photo it was cut from, for a model with two inputs. With ``output="rgb"``,
+    ``((rgb, embedding),)``: the uint8 crops, for ``colorlab.training.RGBTrainer``.
 
     Crops, flips, validation and unreadable photos work exactly as in ``Photos``; ``embeddings`` holds
     one row per path (from :meth:`Cache.get`), read from memory, so a batch costs no classifier call.
@@ -216,15 +217,19 @@ class EmbeddedPhotos(data.Photos):
         """The same dataset as ``photos`` (same photos, crops and settings), with ``embeddings`` attached."""
         embedded = cls(photos.paths, embeddings, photos.image_size, photos.batch_size,
                        photos.steps if photos.random else None, random=photos.random, zoom=photos.zoom,
-                       seed=photos.seed, workers=photos.threads, max_queue_size=photos.max_queue_size)
+                       seed=photos.seed, workers=photos.threads, max_queue_size=photos.max_queue_size,
+                       color_space=photos.color_space, output=photos.output)
         embedded.skipped.update(photos.skipped)
         photos.skipped = embedded.skipped  # one record of the files skipped, shared
         return embedded
 
     def _batch(self, epoch, index):
         self._thread.used = []  # filled by the crops below, all cut in this thread
-        l, ab = super()._batch(epoch, index)
+        batch = super()._batch(epoch, index)
         rows = self.embeddings[self._thread.used]  # (batch, D): the photo behind each crop
+        if self.output == "rgb":
+            return ((batch, rows),)  # one input pair, uint8 RGB and embedding; the model makes l and ab
+        l, ab = batch
         return (l, rows), ab
 
     def _load(self, i, size):

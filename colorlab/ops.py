@@ -1,4 +1,4 @@
-"""RGB <-> Lab as ``keras.ops``: the maths of :mod:`colorlab.lab`, inside a model, on the accelerator.
+"""RGB <-> Lab (and YUV) as ``keras.ops``: the maths of :mod:`colorlab.lab`, inside a model, on the accelerator.
 
 :mod:`colorlab.lab` converts NumPy arrays with scikit-image, on the CPU, in float64: the reference, and
 the clearest code to read. This module computes the same thing with ``keras.ops`` in float32, so the
@@ -8,6 +8,7 @@ backend. Then the input pipeline only has to ship 8-bit RGB crops, a quarter of 
 
     l, ab = ops.rgb_to_l_ab(rgb)   # rgb: uint8 in [0, 255] or float in [0, 1], shape (..., 3)
     rgb = ops.l_ab_to_rgb(l, ab)   # float32 in [0, 1]
+    y, uv = ops.rgb_to_y_uv(rgb)   # and YUV, as colorlab.lab; ops.split(rgb, "yuv") by name
 
 Same scaling as ``colorlab.lab`` (``l = L / 100``, ``ab = (a, b) / 128``), same sRGB/D65 constants as
 scikit-image; ``tests/test_ops.py`` checks both directions against it to 1e-3.
@@ -26,6 +27,12 @@ _XYZ_FROM_RGB = np.array(
 _WHITE = np.array([0.95047, 1.0, 1.08883])
 _XYZN_FROM_RGB = _XYZ_FROM_RGB / _WHITE[:, None]
 _RGB_FROM_XYZN = np.linalg.inv(_XYZ_FROM_RGB) * _WHITE[None, :]  # the inverse, white included
+
+# BT.601 YUV, as scikit-image's yuv_from_rgb; the scaling of u and v is colorlab.lab's
+_YUV_FROM_RGB = np.array(
+    [[0.299, 0.587, 0.114], [-0.14714119, -0.28886916, 0.43601035], [0.61497538, -0.51496512, -0.10001026]]
+)
+_RGB_FROM_YUV = np.linalg.inv(_YUV_FROM_RGB)
 
 _EPSILON = 0.008856  # scikit-image's thresholds for the linear pieces of the Lab and sRGB curves
 _KAPPA = 7.787
@@ -74,6 +81,49 @@ def l_ab_to_rgb(l, ab):
         linear > 0.0031308, 1.055 * ops.power(ops.maximum(linear, 0.0031308), 1.0 / 2.4) - 0.055, 12.92 * linear
     )
     return ops.clip(srgb, 0.0, 1.0)
+
+
+def rgb_to_y_uv(rgb):
+    """Split RGB (uint8 or float in [0, 1]), shape (..., 3), into luma y (..., 1) and uv (..., 2), as
+    ``colorlab.lab.rgb_to_y_uv`` (BT.601, uv scaled to [-1, 1])."""
+    rgb = to_float_rgb(rgb)
+    y = _mix(rgb, _YUV_FROM_RGB[0])
+    uv = ops.concatenate([_mix(rgb, _YUV_FROM_RGB[1]) / lab.U_SCALE, _mix(rgb, _YUV_FROM_RGB[2]) / lab.V_SCALE], axis=-1)
+    return y, uv
+
+
+def y_uv_to_rgb(y, uv):
+    """Join y (..., 1) and uv (..., 2), scaled as above, into RGB float32 in [0, 1] (clipped to it)."""
+    yuv = ops.concatenate([ops.cast(y, "float32"), ops.cast(uv[..., :1], "float32") * lab.U_SCALE,
+                           ops.cast(uv[..., 1:], "float32") * lab.V_SCALE], axis=-1)
+    return ops.clip(ops.concatenate([_mix(yuv, row) for row in _RGB_FROM_YUV], axis=-1), 0.0, 1.0)
+
+
+SPLITS = {"lab": rgb_to_l_ab, "yuv": rgb_to_y_uv}
+JOINS = {"lab": l_ab_to_rgb, "yuv": y_uv_to_rgb}
+
+
+def split(rgb, color_space="lab"):
+    """RGB -> (grey, colour) in ``color_space``, as ``colorlab.lab.split``: ``(l, ab)`` or ``(y, uv)``."""
+    return SPLITS[_known(color_space)](rgb)
+
+
+def join(grey, colour, color_space="lab"):
+    """(grey, colour) in ``color_space`` -> RGB float32 in [0, 1]: the inverse of :func:`split`."""
+    return JOINS[_known(color_space)](grey, colour)
+
+
+def grey(rgb, color_space="lab"):
+    """Only the grey channel of :func:`split` (``l`` or ``y``), (..., 1): less work than the whole split."""
+    if _known(color_space) == "lab":
+        return rgb_to_l(rgb)
+    return _mix(to_float_rgb(rgb), _YUV_FROM_RGB[0])
+
+
+def _known(color_space):
+    if color_space not in SPLITS:
+        raise ValueError(f"unknown colour space {color_space!r}; choose one of {', '.join(SPLITS)}")
+    return color_space
 
 
 def _lab_f(rgb):

@@ -62,6 +62,12 @@ def mixed_precision(setting="auto"):
     return policy
 
 
+def output_dtype():
+    """The dtype for a network's last layer: "float32" under a mixed precision policy (so its output
+    and the loss are computed in float32), else None (the policy's own, such as float64)."""
+    return "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
+
+
 def jit_compile(setting="auto"):
     """The ``jit_compile`` argument of ``model.compile`` for a ``JIT_COMPILE`` setting: "auto", True or False."""
     return _parse(setting, "JIT_COMPILE", ("auto",))

@@ -27,6 +27,7 @@ What it adds, each piece also usable on its own:
   inside the compiled training step (on the accelerator), while the model itself stays ``l -> ab``.
 """
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -157,16 +158,21 @@ def float32_copy(model):
     """``model`` itself if every layer computes in float32; else a copy whose layers all do, same weights."""
     if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(model)):
         return model
-
-    def as_float32(layer):
-        config = layer.get_config()
-        if "dtype" in config:
-            config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=as_float32)
+    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _float32_policies(config):
+    """A serialized model with every mixed dtype policy (nested models included) replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith("mixed"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
 
 
 def _all_layers(model):
@@ -189,24 +195,57 @@ class RGBTrainer(keras.Model):
 
     The loss is the one ``model.compile(loss=...)`` would compute on ``(l, ab)`` batches, up to
     float32 rounding. A batch may also be ``(rgb, *more)`` (as a 1-tuple of inputs): the model then gets
-    ``[l, *more]``, e.g. the full stage's embedding. The trainer has no weights of its own; its
-    checkpoints hold the model's weights and the optimizer state.
+    ``[l, *more]``, e.g. the full stage's embedding. With ``color_space="yuv"`` the model gets ``y``
+    and is trained to predict ``uv``. The trainer has no weights of its own; its checkpoints hold the
+    model's weights and the optimizer state.
     """
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, color_space="lab", **kwargs):
         super().__init__(name=kwargs.pop("name", f"{model.name}_on_rgb"), **kwargs)
         self.colouriser = model
+        self.color_space = color_space
         self.built = True  # nothing to build: every weight belongs to `model`, which is built
 
     def call(self, inputs, training=False):
         rgb, more = _rgb_and_more(inputs)
-        l = ops.rgb_to_l(rgb)  # (N, H, W, 1) in [0, 1]
+        l = ops.grey(rgb, self.color_space)  # (N, H, W, 1) in [0, 1]
         return self.colouriser([l, *more] if more else l, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         rgb, _ = _rgb_and_more(x)
-        _, ab = ops.rgb_to_l_ab(rgb)  # the target, (N, H, W, 2) in [-1, 1]
+        _, ab = ops.split(rgb, self.color_space)  # the target, (N, H, W, 2) in [-1, 1]
         return super().compute_loss(x, ab, y_pred, sample_weight, training=training)
+
+
+    # Checkpoints: the file of ``model`` itself with this trainer's optimizer (the optimizer's slots
+    # belong to ``model``'s weights), laid out exactly as if ``model`` had been compiled and trained
+    # alone. So a checkpoint loads into ``model``, into a trainer around it, or into either's copy.
+    def save_weights(self, filepath, *args, **kwargs):
+        with self._optimizer_lent():
+            return self.colouriser.save_weights(filepath, *args, **kwargs)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        with self._optimizer_lent():
+            return self.colouriser.load_weights(filepath, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _optimizer_lent(self):
+        before = getattr(self.colouriser, "optimizer", None)
+        self.colouriser.optimizer = self.optimizer
+        try:
+            yield
+        finally:
+            self.colouriser.optimizer = before
+
+
+def split_rgb(data, color_space="lab"):
+    """For a custom ``train_step``: a batch of uint8 RGB crops (as ``fit`` passes it) -> ``(l, ab)``
+    (or ``(y, uv)``), computed with ``colorlab.ops`` inside the compiled step. A batch that is already
+    ``(l, ab)`` is returned as it is."""
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    if y is not None:
+        return x, y
+    return ops.split(x, color_space)
 
 
 def _rgb_and_more(inputs):

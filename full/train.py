@@ -41,7 +41,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from colorlab import classifiers, data, embeddings, files, fusion, images, lab, plots, settings, training
+from colorlab import classifiers, data, embeddings, files, fusion, images, lab, plots, settings, speed, training
 
 # %% [markdown]
 # ## Settings
@@ -71,6 +71,8 @@ EPOCHS = 10  # total epochs; a resumed run counts the epochs done before it
 VALIDATION_FRACTION = 0.25  # share of the photos kept aside, whole, to check on photos never trained on
 LEARNING_RATE = 0.001  # Adam's step size (its usual default)
 WORKERS = 2  # threads that read and crop photos while the model trains; 1 reads them in the main thread
+MIXED_PRECISION = "auto"  # 16-bit maths: "auto" uses it on a GPU only (a CPU gains nothing); True, False, "bfloat16"
+JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose for the backend; True, False
 SEED = 0  # the same seed gives the same starting weights and the same crops, so the same result
 CLASSIFIER = "inception_resnet_v2"  # the 2017 choice; or inception_v3, resnet50, efficientnet_b0, mobilenet_v3_small
 CLASSIFIER_WEIGHTS = "auto"  # "imagenet", "auto" (imagenet, else random, announced), a weights file, or None
@@ -96,12 +98,14 @@ keras.utils.set_random_seed(SEED)
 
 # %% [markdown]
 # ## The photos
-# As in beta: random square crops of the training photos, streamed from disk by `WORKERS` threads,
-# and a validation set of whole photos the network never trains on.
+# As in beta: random square crops of the training photos, streamed from disk by `WORKERS` threads
+# as 8-bit RGB (split into `l` and `ab` inside the training step), and a validation set of whole
+# photos the network never trains on.
 
 # %%
 train, validation = data.from_folder(
-    DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS
+    DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS,
+    output="rgb",
 )
 out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
 
@@ -170,10 +174,10 @@ images.save(out_dir / "classifier_input.png", keras.ops.convert_to_numpy(classif
 # %%
 cache = embeddings.Cache(EMBEDDING_CACHE, embed.predict_on_batch, CLASSIFIER, classifiers.fingerprint(classifier))
 start = time.perf_counter()
-train = embeddings.EmbeddedPhotos.attach(train, cache.get(train.paths))  # batches: ((l, embedding), ab)
+train = embeddings.EmbeddedPhotos.attach(train, cache.get(train.paths))  # batches: ((rgb, embedding),)
 validation = embeddings.EmbeddedPhotos.attach(validation, cache.get(validation.paths))
 embedding_seconds = time.perf_counter() - start
-(l, embedding), ab = train[0]  # l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1), embedding (BATCH_SIZE, 1000)
+(l, embedding), ab = data.split_batch(train[0])  # l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1), embedding (BATCH_SIZE, 1000)
 print(f"a batch: l {l.shape}, embedding {embedding.shape}, ab {ab.shape}")
 
 # %% [markdown]
@@ -216,6 +220,9 @@ print(f"predicting grey on the {len(validation.paths)} validation photos: loss {
 # The **decoder** is beta's too: it turns the fused description into `ab` at full resolution.
 
 # %%
+policy = speed.mixed_precision(MIXED_PRECISION)  # for the colouriser's layers; the classifier stays float32
+jit_compile = speed.jit_compile(JIT_COMPILE)
+print(speed.describe(policy, jit_compile))
 l_input = keras.Input(shape=(None, None, 1), name="l")  # any height and width that divide by 8
 embedding_input = keras.Input(shape=(embed.output.shape[-1],), name="embedding")  # (N, 1000)
 # encoder: what is where
@@ -239,7 +246,7 @@ x = layers.UpSampling2D(2)(x)  # 1/2 size
 x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
 x = layers.UpSampling2D(2)(x)  # full size
 x = layers.Conv2D(16, 3, activation="relu", padding="same")(x)
-ab_output = layers.Conv2D(2, 3, activation="tanh", padding="same", name="ab")(x)  # ab in [-1, 1], per pixel
+ab_output = layers.Conv2D(2, 3, activation="tanh", padding="same", name="ab", dtype="float32")(x)  # ab in [-1, 1], per pixel
 model = keras.Model([l_input, embedding_input], ab_output, name="colouriser")
 model.summary()
 
@@ -248,17 +255,21 @@ model.summary()
 # As in beta, with `training.fit`: checkpoints after each epoch (`--RESUME=True` continues an
 # interrupted run), the validation photos coloured after each epoch in `OUT_DIR/grids/`, TensorBoard
 # logs in `OUT_DIR/logs`, and a clear stop if the loss becomes NaN. Each batch is
-# `((l, embedding), ab)`: the embeddings come from memory, so a training step costs the same as
-# beta's plus the small fusion layer. To colour the example photos after each epoch,
-# `embeddings.predictor` runs the classifier once per photo and remembers the result.
+# `((rgb, embedding),)`, 8-bit crops with their photos' embeddings; `training.RGBTrainer` splits the
+# crops into `l` and `ab` inside the step and gives the colouriser `[l, embedding]`, as beta's does.
+# The embeddings come from memory, so a training step costs the same as beta's plus the small fusion
+# layer. To colour the example photos after each epoch, `embeddings.predictor` runs the classifier
+# once per photo and remembers the result. `MIXED_PRECISION` and `JIT_COMPILE` change only the speed
+# (see beta).
 
 # %%
-model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse")
+trainer = training.RGBTrainer(model)  # ((uint8 rgb, embedding),) -> colouriser([l, embedding]) vs ab
+trainer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=jit_compile)
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
 predict = embeddings.predictor(embed)  # predict(model, l): the embedding of each photo, then the colouriser
 start = time.perf_counter()
 run = training.fit(
-    model, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs),
+    trainer, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs),
     predict=predict, settings=config, keep_best="val_loss",  # keep the epoch with the lowest validation loss
 )
 print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter() - start:.0f} s in this run)")
@@ -318,7 +329,7 @@ metrics = {
     "classifier": CLASSIFIER, "classifier_weights": weights_used, "embedding_meaningful": meaningful,
     "classifier_fingerprint": classifiers.fingerprint(classifier), "embedding_seconds": embedding_seconds,
     "embeddings_computed": cache.computed, "embeddings_from_cache": cache.hits,
-    "backend": keras.backend.backend(),
+    "backend": keras.backend.backend(), "dtype_policy": policy, "jit_compile": trainer.jit_compile,
 }
 files.write_json(out_dir / "metrics.json", metrics)
 files.write_json(out_dir / "settings.json", config)

@@ -37,7 +37,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from colorlab import backends, data, files, lab, plots, settings, training
+from colorlab import backends, data, files, lab, plots, settings, speed, training
 
 # %% [markdown]
 # ## Settings
@@ -63,6 +63,8 @@ LEARNING_RATE = 2e-4  # Adam's step size, for both networks (pix2pix)
 BETA_1 = 0.5  # Adam's momentum; 0.5 rather than the usual 0.9 is the GAN habit since DCGAN (pix2pix)
 VALIDATION_FRACTION = 0.25  # share of the photos kept aside, whole, to check on photos never trained on
 WORKERS = 2  # threads that read and crop photos while the model trains; 1 reads them in the main thread
+MIXED_PRECISION = "auto"  # 16-bit maths: "auto" uses it on a GPU only (a CPU gains nothing); True, False, "bfloat16"
+JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose for the backend; True, False
 SEED = 0  # the same seed gives the same starting weights and the same crops
 OUT_DIR = "outputs/gan"  # the checkpoint, result grids, logs, model and metrics are written here
 OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
@@ -92,6 +94,9 @@ settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be betwee
 settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
 backends.check_backend()  # TensorFlow, JAX or PyTorch: the ones this stage can take gradients with
 keras.utils.set_random_seed(SEED)
+policy = speed.mixed_precision(MIXED_PRECISION)  # before the networks are built: their layers take this policy
+jit_compile = speed.jit_compile(JIT_COMPILE)
+print(speed.describe(policy, jit_compile))
 
 # %% [markdown]
 # ## Two channels to guess: Lab or YUV
@@ -108,7 +113,8 @@ keras.utils.set_random_seed(SEED)
 # ## The photos
 # The same streamed pipeline as beta (`colorlab.data`): random square crops of the training photos,
 # read from disk by `WORKERS` threads while the networks train, and whole photos kept aside for
-# validation, never trained on.
+# validation, never trained on. As in beta, the threads hand over 8-bit RGB crops (`output="rgb"`), and
+# each training step splits them into `l` and `ab` itself (`training.split_rgb`, in `keras.ops`).
 #
 # Two numbers about the validation photos frame the results. The **L1 loss of predicting grey**, the
 # mean absolute value of their colour channels, is the loss of the laziest answer (no colour at all).
@@ -119,10 +125,11 @@ keras.utils.set_random_seed(SEED)
 # %%
 train, validation = data.from_folder(
     DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS,
-    color_space=COLOR_SPACE,
+    color_space=COLOR_SPACE, output="rgb",
 )
 out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
-l, ab = train[0]  # one batch: l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1) in [0, 1], ab (..., 2) in [-1, 1]
+rgb = train[0]  # one batch: (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 3) uint8
+l, ab = lab.split(rgb / 255, COLOR_SPACE)  # l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1) in [0, 1], ab (..., 2) in [-1, 1]
 print(f"a batch: l {l.shape} in [{l.min():.2f}, {l.max():.2f}], ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}]")
 
 
@@ -130,7 +137,7 @@ def colour_statistics(dataset):
     """The L1 loss of predicting grey (mean |colour|) and the colourfulness (mean colour-vector length)."""
     total_abs = total_length = pixels = 0.0
     for i in range(len(dataset)):
-        _, colour = dataset[i]  # (batch, H, W, 2)
+        _, colour = data.split_batch(dataset[i], COLOR_SPACE)  # (batch, H, W, 2)
         total_abs += np.abs(colour).mean(axis=-1).sum()
         total_length += np.linalg.norm(colour, axis=-1).sum()
         pixels += colour[..., 0].size
@@ -183,7 +190,8 @@ def unet(depth, filters, dropout):
             x = layers.Dropout(dropout)(x)
         x = layers.ReLU()(x)
         x = layers.Concatenate()([x, skip])  # the skip connection: same size, channels side by side
-    ab = layers.Conv2DTranspose(2, 4, strides=2, padding="same", activation="tanh", name="ab")(x)  # full size
+    ab = layers.Conv2DTranspose(2, 4, strides=2, padding="same", activation="tanh", name="ab",
+                                dtype=speed.output_dtype())(x)  # full size; float32 under mixed precision
     return keras.Model(l, ab, name="generator")
 
 
@@ -231,7 +239,7 @@ def patchgan(filters, n_layers):
     x = layers.BatchNormalization()(x)
     x = layers.LeakyReLU(0.2)(x)
     x = layers.ZeroPadding2D(1)(x)
-    logits = layers.Conv2D(1, 4, name="patch_scores")(x)  # one score per patch
+    logits = layers.Conv2D(1, 4, name="patch_scores", dtype=speed.output_dtype())(x)  # one score per patch
     return keras.Model([l, ab], logits, name="discriminator")
 
 
@@ -295,11 +303,12 @@ print(f"each score sees a {patch}x{patch}-pixel patch; a {IMAGE_SIZE}-pixel crop
 class Pix2Pix(keras.Model):
     """A generator and a discriminator trained together by ``fit``; calling it runs the generator."""
 
-    def __init__(self, generator, discriminator, l1_weight=100.0, **kwargs):
+    def __init__(self, generator, discriminator, l1_weight=100.0, color_space="lab", **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.l1_weight = l1_weight
+        self.color_space = color_space  # the batches are uint8 RGB, split into l and ab in each step
         self.warming_up = False  # True: train the generator with L1 alone (see "Warm start")
         self.built = True  # both networks are built already
         names = ["d_loss", "d_real", "d_fake", "g_adversarial", "g_l1", "colourfulness"]
@@ -308,8 +317,10 @@ class Pix2Pix(keras.Model):
     def call(self, l, training=False):
         return self.generator(l, training=training)
 
-    def compile(self, d_optimizer, g_optimizer):
-        super().compile(optimizer=backends.Optimizers(d_optimizer, g_optimizer))
+    def compile(self, d_optimizer, g_optimizer, jit_compile="auto"):
+        d_optimizer, g_optimizer = backends.scale_losses(d_optimizer, g_optimizer)  # float16: loss scaling
+        super().compile(optimizer=backends.Optimizers(d_optimizer, g_optimizer), jit_compile=jit_compile,
+                        auto_scale_loss=False)
         d_optimizer.build(self.discriminator.trainable_variables)  # each optimizer knows its own weights
         g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
@@ -329,7 +340,7 @@ class Pix2Pix(keras.Model):
         return backends.run_step(self, self.warmup_step if self.warming_up else self.gan_step, *args)
 
     def gan_step(self, data):
-        l, ab, _ = keras.utils.unpack_x_y_sample_weight(data)  # (inputs, targets[, sample weights])
+        l, ab = training.split_rgb(data, self.color_space)  # uint8 RGB -> l, ab, here in the compiled step
         (d_loss, _), (g_adversarial, g_l1, d_real, d_fake) = backends.minimize(
             lambda: self.gan_losses(l, ab),
             (self.d_optimizer, self.discriminator.trainable_variables),  # the discriminator's loss moves it alone
@@ -338,7 +349,7 @@ class Pix2Pix(keras.Model):
         return self.log(d_loss=d_loss, d_real=d_real, d_fake=d_fake, g_adversarial=g_adversarial, g_l1=g_l1)
 
     def warmup_step(self, data):
-        l, ab, _ = keras.utils.unpack_x_y_sample_weight(data)
+        l, ab = training.split_rgb(data, self.color_space)
         weight = self.l1_weight or 1.0  # LAMBDA x L1, as in the GAN phase (see "Warm start")
         (loss,), _ = backends.minimize(
             lambda: ((weight * ops.mean(ops.abs(ab - self.generator(l, training=True))),), ()),
@@ -350,7 +361,7 @@ class Pix2Pix(keras.Model):
         return backends.run_step(self, self.validation_step, *args)
 
     def validation_step(self, data):
-        l, ab, _ = keras.utils.unpack_x_y_sample_weight(data)
+        l, ab = training.split_rgb(data, self.color_space)
         ab_pred = self.generator(l, training=False)
         colourfulness = ops.mean(ops.sqrt(ops.sum(ops.square(ab_pred), axis=-1)))
         return self.log(g_l1=ops.mean(ops.abs(ab - ab_pred)), colourfulness=colourfulness)
@@ -422,12 +433,17 @@ class WarmUp(keras.callbacks.Callback):
 # probability it gives real and generated colourings; `g_adversarial` and `g_l1`, the two parts of the
 # generator's loss (the L1 part before the `LAMBDA` weight); and, on the validation photos,
 # `val_g_l1` and `val_colourfulness`. During the warm-up, only the L1 and validation numbers exist.
+#
+# `MIXED_PRECISION` and `JIT_COMPILE` change only the speed, as in beta. In 16-bit floats small
+# gradients round to zero, so with float16 each optimizer scales its loss up before the gradients are
+# taken and back down after (`backends.scale_losses`); both networks' last layers stay in float32.
 
 # %%
-model = Pix2Pix(generator, discriminator, l1_weight=LAMBDA)
+model = Pix2Pix(generator, discriminator, l1_weight=LAMBDA, color_space=COLOR_SPACE)
 model.compile(
     d_optimizer=keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1),
     g_optimizer=keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1),
+    jit_compile=jit_compile,
 )
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
 start = time.perf_counter()
@@ -533,6 +549,7 @@ metrics = {
     "grey_val_l1": grey_l1, "real_colourfulness": true_colourfulness, "colourfulness_share": share,
     "colourfulness_share_after_warmup": warmup_share, "epochs": run.epochs, "warmup_epochs": WARMUP_EPOCHS,
     "seconds": run.seconds, "backend": keras.backend.backend(), "color_space": COLOR_SPACE, "multiple": MULTIPLE,
+    "dtype_policy": policy, "jit_compile": model.jit_compile,
     "receptive_field": patch, "train_photos": len(train.paths), "validation_photos": len(validation.paths),
     "generator_parameters": generator.count_params(), "discriminator_parameters": discriminator.count_params(),
 }

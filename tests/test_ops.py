@@ -1,5 +1,5 @@
-"""colorlab.ops, the keras.ops Lab conversion, against scikit-image (through colorlab.lab), and the uint8
-training path against the float one."""
+"""colorlab.ops, the keras.ops Lab and YUV conversions, against scikit-image (through colorlab.lab), and the
+uint8 training path against the float one."""
 
 import importlib.util
 
@@ -32,6 +32,21 @@ def test_primaries_greys_and_random_colours_match_scikit_image():
     # black is l = 0, white l = 1, and greys have no colour
     np.testing.assert_allclose(numpy(ops.rgb_to_l(corners[[0, -1]])), [[0.0], [1.0]], atol=1e-3)
     np.testing.assert_allclose(numpy(ops.rgb_to_l_ab(greys)[1]), 0.0, atol=1e-3)
+
+
+def test_yuv_matches_scikit_image_both_ways():
+    rgb8 = np.random.default_rng(2).integers(0, 256, (3, 10, 12, 3), dtype=np.uint8)
+    want_y, want_uv = lab.split(rgb8 / 255.0, "yuv")
+    for rgb in (rgb8, rgb8 / 255.0):
+        y, uv = ops.split(rgb, "yuv")
+        np.testing.assert_allclose(numpy(y), want_y, atol=1e-3)
+        np.testing.assert_allclose(numpy(uv), want_uv, atol=1e-3)
+        np.testing.assert_allclose(numpy(ops.grey(rgb, "yuv")), want_y, atol=1e-3)
+    np.testing.assert_allclose(numpy(ops.join(want_y, want_uv, "yuv")), rgb8 / 255.0, atol=1e-3)
+    odd_uv = np.random.default_rng(3).uniform(-1, 1, want_uv.shape)  # outside the RGB cube: clipped alike
+    np.testing.assert_allclose(numpy(ops.join(want_y, odd_uv, "yuv")), lab.join(want_y, odd_uv, "yuv"), atol=1e-3)
+    with pytest.raises(ValueError, match="unknown colour space"):
+        ops.split(rgb8, "hsv")
 
 
 def test_batched_photo_shapes_match_and_the_inverse_too():
@@ -94,9 +109,9 @@ def test_ops_match_scikit_image_on_another_backend(backend):
         "import keras, numpy as np; from colorlab import lab, ops; "
         "rgb = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8); "
         "l, ab = ops.rgb_to_l_ab(rgb); want_l, want_ab = lab.rgb_to_l_ab(rgb / 255); "
-        "back = ops.l_ab_to_rgb(want_l, want_ab); "
+        "back = ops.l_ab_to_rgb(want_l, want_ab); y, uv = ops.split(rgb, 'yuv'); "
         "errors = [np.abs(keras.ops.convert_to_numpy(x) - y).max() for x, y in "
-        "((l, want_l), (ab, want_ab), (back, rgb / 255))]; "
+        "((l, want_l), (ab, want_ab), (back, rgb / 255), (uv, lab.split(rgb / 255, 'yuv')[1]))]; "
         "print(keras.backend.backend(), max(errors))"
     )
     result = run_python("-c", code, env={"KERAS_BACKEND": backend}, timeout=300)
