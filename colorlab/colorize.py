@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from colorlab import UserError, images, lab
+from colorlab import UserError, files, images, lab
 
 DEFAULT_SIZE = 256  # working size when none is given and the model has no settings.json beside it
 MULTIPLE = 8  # three stride-2 layers: the working size is padded to a multiple of 2**3
@@ -285,21 +285,21 @@ def find_photos(paths, exclude=None):
     A path that does not exist is a UserError. Photos under ``exclude`` (the output folder, when it lies
     inside an input folder) are left out, so that a second run does not colour its own outputs.
     """
-    exclude = Path(exclude).resolve() if exclude is not None else None
+    exclude = _real(exclude) if exclude is not None else None
     found, seen = [], set()
     for arg in paths:
         path = Path(arg)
         if path.is_dir():
-            inside = exclude is not None and exclude != path.resolve() and exclude.is_relative_to(path.resolve())
+            inside = exclude is not None and exclude != _real(path) and exclude.is_relative_to(_real(path))
             pairs = [(p, p.relative_to(path)) for p in images.list_images(path)]
             if inside:
-                pairs = [(p, r) for p, r in pairs if not p.resolve().is_relative_to(exclude)]
+                pairs = [(p, r) for p, r in pairs if not _real(p).is_relative_to(exclude)]
         elif path.exists() or path.is_symlink():
             pairs = [(path, Path(path.name))]
         else:
             raise UserError(f"{path}: no such file or folder")
         for photo, relative in pairs:
-            key = photo.resolve()
+            key = _real(photo)
             if key not in seen:
                 seen.add(key)
                 found.append((photo, relative))
@@ -321,12 +321,12 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, f
 
     jobs, skipped, failures = [], 0, []
     claimed = {}
-    inputs = {photo.resolve() for photo, _ in found}
+    inputs = {_real(photo) for photo, _ in found}
     for photo, relative in found:
         target = out_dir / relative.with_suffix("." + fmt)
         if target in claimed:
             failures.append(f"{photo}: its output {target} is already the output of {claimed[target]}")
-        elif target.resolve() in inputs:
+        elif _real(target) in inputs:
             failures.append(f"{photo}: its output would overwrite the input photo {target}; choose another --out")
         elif target.exists() and not overwrite:
             claimed[target] = photo
@@ -356,6 +356,9 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, f
                     target.parent.mkdir(parents=True, exist_ok=True)
                     images.save(target, rgb)
                     done += 1
+                except files.WriteError as error:  # a full disk: every next photo would fail the same way
+                    raise UserError(f"{error}. {done} photos were coloured before it; run the same command again "
+                                    f"to do the rest (the ones done are skipped)") from None
                 except (OSError, MemoryError) as error:
                     problem = "too large for the memory available" if isinstance(error, MemoryError) else (
                         f"cannot write {target} ({error.strerror or error})")
@@ -364,12 +367,9 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, f
                 bar.update()
 
     summary = f"{done} colourised, {skipped} skipped, {len(failures)} failed"
-    notes = []
     if skipped:
-        notes.append(f"skipped: their output already exists in {out_dir}; --overwrite replaces them")
-    if failures:
-        notes.append("failed: see the messages above")
-    print(summary + (f" ({'; '.join(notes)})" if notes else ""))
+        summary += f" (skipped: their output already exists in {out_dir}; --overwrite replaces them)"
+    print(summary + (":" if failures else "") + "".join(f"\n  {failure}" for failure in failures))
     return 1 if failures else 0
 
 
@@ -452,6 +452,12 @@ def _pad(l, height, width):
     """Pad (h, w, 1) at the bottom and right to (height, width), mirroring the edge."""
     h, w = l.shape[:2]
     return np.pad(l, ((0, height - h), (0, width - w), (0, 0)), mode="symmetric")
+
+
+def _real(path):
+    """The absolute path with every symbolic link resolved; unlike ``Path.resolve``, a link loop is not an
+    error here (loading it is, with a one-line message)."""
+    return Path(os.path.realpath(path))
 
 
 def _input_name(tensor):

@@ -235,7 +235,7 @@ def run(paths, model_path, out_dir=None, size=None, batch=colorize.BATCH, multip
         })
         print(f"wrote metrics.csv (one row per photo) and summary.json to {out_dir}")
     if failures:
-        print(f"{len(failures)} of {total} photos failed: see the messages above")
+        print(f"{len(failures)} of {total} photos failed:" + "".join(f"\n  {failure}" for failure in failures))
     return 1 if failures else 0
 
 
