@@ -24,8 +24,10 @@ So the output keeps every detail of the input: only the colour comes from the ne
 network's resolution, which is how colour works in our eyes too (we see detail in lightness).
 
 Any model that takes ``l`` (batch, height, width, 1) in [0, 1] and returns ``ab`` (batch, height,
-width, 2) in [-1, 1] works: alpha's today, beta's and gan's later. A model with a further input (the
-full stage's classifier embedding) works once its stage says how to compute it from ``l``::
+width, 2) in [-1, 1] works: alpha's today, beta's and gan's later. The full stage's ``model.keras``
+is such a model too: it holds its classifier and computes each photo's embedding from ``l`` itself
+(the classifier sees the working-size photo, so ``--size 299`` or more shows it the detail it had in
+training). A model with a further input works once its stage says how to compute it from ``l``::
 
     colorize.EXTRA_INPUTS["embedding"] = embedding_of  # (N, h, w, 1) l batch -> (N, ...) array
 """
@@ -68,6 +70,8 @@ def load_model(path):
     if path.suffix.lower() not in (".keras", ".h5"):
         raise UserError(f"{path}: not a Keras model file (expected a .keras file, as the stages write)")
     import keras
+
+    from colorlab import classifiers, fusion  # noqa: F401  (registers the full stage's layers, so its models load)
 
     try:
         model = keras.saving.load_model(path, compile=False)

@@ -13,6 +13,11 @@ TINY = {
     "alpha/train.ipynb": lambda out: {"IMAGE_SIZE": 24, "EPOCHS": 3, "OUT_DIR": str(out)},
     "beta/train.ipynb": lambda out: {"IMAGE_SIZE": 32, "BATCH_SIZE": 4, "STEPS_PER_EPOCH": 2, "EPOCHS": 2,
                                      "OUT_DIR": str(out)},
+    "full/train.ipynb": lambda out: {
+        "IMAGE_SIZE": 32, "BATCH_SIZE": 4, "STEPS_PER_EPOCH": 2, "EPOCHS": 1, "WORKERS": 1,
+        "CLASSIFIER": "mobilenet_v3_small", "CLASSIFIER_WEIGHTS": None,
+        "EMBEDDING_CACHE": str(out / "cache"), "OUT_DIR": str(out / "run"),
+    },
     "notebooks/color_spaces.ipynb": lambda out: {"IMAGE_SIZE": 48, "OUT_FILE": str(out / "color_spaces.png")},
 }
 SOURCES = [source.relative_to(ROOT) for source in notebooks.sources()]
@@ -52,3 +57,6 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
         assert json.loads((out / "settings.json").read_text())["IMAGE_SIZE"] == 32  # papermill's parameters
         assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
         assert sorted(p.name for p in (out / "grids").iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
+    if notebook == "full/train.ipynb":
+        metrics = json.loads((out / "run" / "metrics.json").read_text())
+        assert metrics["epochs"] == 1 and metrics["classifier"] == "mobilenet_v3_small"  # papermill's parameters
