@@ -25,6 +25,7 @@ import importlib.util
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,9 +153,19 @@ def check_resume(out_dir, settings=None):
         raise UserError(f"{folder / 'state.json'}: names {state['model']}, which is missing; the checkpoint cannot "
                         f"be resumed: start a new run with --OVERWRITE=True")
     theirs, ours = set(state.get("settings") or {}), set(settings or {})
-    if theirs and ours and theirs - ours and ours - theirs:
-        raise UserError(f"{folder}: a checkpoint of another stage (it has settings {', '.join(sorted(theirs - ours))}, "
-                        f"not this stage's); resume it with its own stage, or check --OUT_DIR")
+    stage, our_stage = state.get("stage"), _stage()
+    other_stage = stage and our_stage and stage != our_stage  # and not a copy of this stage: other settings too
+    if theirs and ours and theirs != ours and (other_stage or (theirs - ours and ours - theirs)):
+        which = f"the {stage} stage" if stage else "another stage"
+        extra = f"it has settings {', '.join(sorted(theirs - ours))} this one has not" if theirs - ours else \
+            f"it lacks settings {', '.join(sorted(ours - theirs))}"
+        raise UserError(f"{folder}: a checkpoint of {which} ({extra}); resume it with its own stage, or check --OUT_DIR")
+
+
+def _stage():
+    """The folder of the stage file being run ("beta" for beta/train.py), or None (in a notebook)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return Path(path).resolve().parent.name if path and not path.endswith("ipykernel_launcher.py") else None
 
 
 def _read_state(folder):
@@ -214,7 +225,7 @@ class Checkpoint(keras.callbacks.Callback):
             with files.atomic_path(self.folder / model_file) as tmp:
                 self.model.save_weights(tmp)
             state = {"epoch": epoch + 1, "model": model_file, "history": history, "settings": self.settings,
-                     "seconds": self._seconds_before + time.perf_counter() - self._start}
+                     "seconds": self._seconds_before + time.perf_counter() - self._start, "stage": _stage()}
             files.write_json(self.folder / "state.json", state)  # the commit: from now on, resume uses this epoch
         except files.WriteError as error:  # a full disk: say what is kept, in one line
             done = self.state["epoch"]

@@ -17,8 +17,8 @@ names.
 POINT is one of:
 
 - ``batch:E:B``: right after training batch B of epoch E (both 0-based), in the middle of an epoch;
-- ``replaced:NAME:N``: right after the N-th atomic rename onto a file called NAME (the file has just
-  appeared, nothing after it is written yet);
+- ``replaced:NAME:N``: right after the N-th atomic rename onto a file called NAME (a pattern such as
+  ``*.npz`` works too): the file has just appeared, nothing after it is written yet;
 - ``replacing:NAME:N``: while the N-th file called NAME is being written: its temporary file is cut to
   half its size, then the process dies before the rename.
 
@@ -27,11 +27,13 @@ crash leaves. The stage itself is unchanged; only these hooks are added around i
 """
 
 import atexit
+import fnmatch
 import json
 import os
 import runpy
 import signal
 import sys
+import time
 from pathlib import Path
 
 
@@ -64,7 +66,7 @@ def arm(point):
         original = os.replace
 
         def replace(src, dst, *args, **kwargs):
-            if Path(dst).name == name:
+            if fnmatch.fnmatch(Path(dst).name, name):
                 seen[0] += 1
                 if seen[0] == int(count):
                     if kind == "replacing":
@@ -128,21 +130,30 @@ def run_plan(plan_file, results_file):
     from colorlab import data, files, lab, plots, settings, training  # noqa: F401
 
     try:
+        from colorlab import classifiers, embeddings, fusion  # noqa: F401  (the full stage)
+    except ImportError:
+        pass
+
+    try:
         import tensorboard  # noqa: F401
     except ImportError:
         pass
     jobs = json.loads(Path(plan_file).read_text())
-    results, background = [None] * len(jobs), {}
+    results, background, started = [None] * len(jobs), {}, {}
     for i, job in enumerate(jobs):
+        started[i] = time.monotonic()
         pid = fork(job)
         if job.get("background"):
             background[pid] = i
             continue
         _, status = os.waitpid(pid, 0)
-        results[i] = {"status": os.waitstatus_to_exitcode(status), **left(job["out"])}
-    for pid, i in background.items():
-        _, status = os.waitpid(pid, 0)
-        results[i] = {"status": os.waitstatus_to_exitcode(status), **left(jobs[i]["out"])}
+        results[i] = {"status": os.waitstatus_to_exitcode(status), "seconds": time.monotonic() - started[i],
+                      **left(job["out"])}
+    while background:
+        pid, status = os.wait()
+        i = background.pop(pid)
+        results[i] = {"status": os.waitstatus_to_exitcode(status), "seconds": time.monotonic() - started[i],
+                      **left(jobs[i]["out"])}
     Path(results_file).write_text(json.dumps(results))
 
 

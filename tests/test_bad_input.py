@@ -241,10 +241,15 @@ def other_runs(tmp_path_factory, corpus):
                                           "VALIDATION_FRACTION", "LEARNING_RATE", "WORKERS", "SEED", "OUT_DIR",
                                           "OVERWRITE", "RESUME")}
     train = data.Photos([ROOT / "data" / "samples" / "chelsea.jpg"], 8, 2, 1)
-    for name, names in (("other", {"GENERATOR": "unet", "EPOCHS": 1}), ("mismatch", beta_names)):
+    # Checkpoints of another network: one of a stage with other settings ("gan"), one of the beta stage, and
+    # one with beta's settings but written from a notebook, where the stage is unknown ("mismatch").
+    for name, names, stage in (("other", {"GENERATOR": "unet", "EPOCHS": 1}, "gan"), ("beta", beta_names, "beta"),
+                               ("mismatch", beta_names, None)):
         model = keras.Sequential([keras.Input((None, None, 1)), layers.Conv2D(2, 3, padding="same")])
         model.compile(optimizer="adam", loss="mse")
         training.fit(model, train, epochs=1, out_dir=root / name, settings=names, verbose=0)
+        state = json.loads((root / name / "checkpoint" / "state.json").read_text())
+        (root / name / "checkpoint" / "state.json").write_text(json.dumps({**state, "stage": stage}))
     only_bad = root / "only_bad"
     only_bad.mkdir()
     folder, cases = corpus
@@ -288,15 +293,33 @@ BETA = [
     (["--DATA=README.md"], "training", "README.md: is a file, not a folder"),
     (["--DATA={runs}/only_bad"], "training", "only_bad: no readable photo for training among"),
     (["--OUT_DIR={runs}/alpha"], "training", "alpha already holds the results of an earlier run: pass --OVERWRITE=True"),
-    (["--RESUME=True", "--OUT_DIR={runs}/other"], "photos", "checkpoint: a checkpoint of another stage (it has settings GENERATOR"),
+    (["--RESUME=True", "--OUT_DIR={runs}/other"], "photos",
+     "other/checkpoint: a checkpoint of the gan stage (it has settings GENERATOR this one has not); resume it with its own stage"),
     # The same settings, another network: found when the checkpoint is loaded, still before training.
     (["--RESUME=True", "--OUT_DIR={runs}/mismatch", "--DATA=data/samples"], "training",
      "epoch-0001.weights.h5: cannot load this checkpoint into the model ("),
 ]
 
 
+FULL = [
+    (["--CLASIFIER=resnet50"], "photos", "unknown setting --CLASIFIER; valid settings: DATA, IMAGE_SIZE"),
+    (["--CLASSIFIER=vgg16"], "photos", "unknown CLASSIFIER 'vgg16'; choose one of: inception_resnet_v2"),
+    (["--EPOCHS=0"], "photos", "EPOCHS must be at least 1, got 0"),
+    (["--IMAGE_SIZE=20"], "photos", "IMAGE_SIZE must be a positive multiple of 8, got 20"),
+    (["--LEARNING_RATE=-0.1"], "photos", "LEARNING_RATE must be positive, got -0.1"),
+    (["--SEED=-1"], "photos", "SEED must be between 0 and 2**32 - 1, got -1"),
+    (["--EMBEDDING_CACHE=README.md"], "photos", "EMBEDDING_CACHE must be a folder; README.md is a file"),
+    (["--RESUME=True", "--OUT_DIR={runs}/alpha"], "photos", "nothing to resume: {runs}/alpha holds no training run"),
+    (["--RESUME=True", "--OUT_DIR={runs}/beta"], "photos",
+     "beta/checkpoint: a checkpoint of the beta stage (it lacks settings CLASSIFIER, CLASSIFIER_WEIGHTS, EMBEDDING_CACHE)"),
+    (["--DATA={runs}/only_bad"], "training", "only_bad: no readable photo for training among"),
+    (["--OUT_DIR={runs}/alpha"], "training", "alpha already holds the results of an earlier run: pass --OVERWRITE=True"),
+]
+
+
 @pytest.mark.parametrize("script, args, before, message",
-                         [("alpha/train.py", *case) for case in ALPHA] + [("beta/train.py", *case) for case in BETA])
+                         [("alpha/train.py", *case) for case in ALPHA] + [("beta/train.py", *case) for case in BETA]
+                         + [("full/train.py", *case) for case in FULL])
 def test_stage_mistakes_stop_in_one_line_before_long_work(script, args, before, message, corpus, other_runs, tmp_path,
                                                           monkeypatch, sentinels):
     folder, _ = corpus

@@ -8,22 +8,35 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
 
-from colorlab import UserError, colorize, data, files, images, training
+from colorlab import UserError, classifiers, colorize, data, files, fusion, images, training  # noqa: F401  (the full stage's layers)
 from conftest import ROOT, run_python
 from corpus import bad, corpus  # noqa: F401  (corpus is a fixture)
 
-# Tiny, on the corpus (so its bad files are met, skipped and met again after each resume); 3 epochs of 3 steps.
-BETA = ["--IMAGE_SIZE=8", "--BATCH_SIZE=4", "--STEPS_PER_EPOCH=3", "--EPOCHS=3"]
-KILLS = [  # (kill point, see tests/killpoint.py; resume?)
-    ("batch:0:1", False),  # in the middle of epoch 1: nothing saved yet
-    ("replaced:epoch-0002.weights.h5:1", True),  # epoch 2's weights have just appeared; state.json still says 1
-    ("replacing:model.keras:1", True),  # the final model half written
-    (None, True),  # the last resume, left to finish
-]
+# Tiny runs on the corpus, so that its bad files are met, skipped, and met again after each resume.
+STAGES = {
+    "beta": ["beta/train.py", "--IMAGE_SIZE=8", "--BATCH_SIZE=4", "--STEPS_PER_EPOCH=3", "--EPOCHS=3"],
+    "full": ["full/train.py", "--IMAGE_SIZE=8", "--BATCH_SIZE=4", "--STEPS_PER_EPOCH=2", "--EPOCHS=2", "--WORKERS=1",
+             "--CLASSIFIER=mobilenet_v3_small", "--CLASSIFIER_WEIGHTS=None"],
+}
+KILLS = {  # stage -> [(kill point, see tests/killpoint.py, or None; extra settings)]
+    "beta": [
+        ("batch:0:1", []),  # in the middle of epoch 1: nothing saved yet
+        ("replaced:epoch-0002.weights.h5:1", ["--RESUME=True"]),  # epoch 2's weights just appeared; state.json says 1
+        ("replacing:model.keras:1", ["--RESUME=True"]),  # the final model half written
+        (None, ["--RESUME=True"]),  # the last resume, left to finish
+    ],
+    "full": [
+        ("replacing:*.npz:3", []),  # while the third photo's embedding is written to the cache, before training
+        (None, ["--RESUME=True"]),  # no checkpoint yet: refused, in one line that says what to do
+        ("replaced:state.json:1", ["--OVERWRITE=True"]),  # the first epoch has just been committed
+        (None, ["--RESUME=True"]),
+    ],
+}
 
 
 def snapshot(folder):
@@ -31,39 +44,54 @@ def snapshot(folder):
 
 
 @pytest.fixture(scope="module")
-def beta_runs(corpus, tmp_path_factory):
-    """An uninterrupted beta run and one killed three times and resumed: ``(whole, killed, steps, log)``;
-    ``steps`` holds, per run of the killed one, its stdout, exit status, files left and checkpoint epoch."""
+def runs(corpus, tmp_path_factory):
+    """Per stage, an uninterrupted run and one killed and resumed: ``{stage: (whole, killed, steps, log)}``;
+    ``steps`` holds, per run of the killed one, its output, exit status, files left and checkpoint epoch.
+
+    Every run is a process of its own, killed for real; tests/killpoint.py forks them from one process
+    that has imported Keras once, which saves seconds per run.
+    """
     folder, _ = corpus
-    root = tmp_path_factory.mktemp("beta")
-    whole, killed = root / "whole", root / "killed"
-    args = ["beta/train.py", *BETA, f"--DATA={folder}"]
-    plan = [{"argv": [*args, f"--OUT_DIR={whole}"], "point": None, "out": str(whole), "log": str(root / "whole.log"),
-             "background": True}]  # beside the killed run, on the other core
-    for i, (point, resume) in enumerate(KILLS):
-        plan.append({"argv": [*args, f"--OUT_DIR={killed}", *(["--RESUME=True"] if resume else [])], "point": point,
-                     "out": str(killed), "log": str(root / f"killed-{i}.log")})
+    root = tmp_path_factory.mktemp("runs")
+    plan, chains = [], {}
+    for stage, args in STAGES.items():
+        whole, killed = root / stage / "whole", root / stage / "killed"
+        args = [*args, f"--DATA={folder}"]
+        cache = lambda name: [f"--EMBEDDING_CACHE={root / stage / name}"] if stage == "full" else []  # noqa: E731
+        plan.append({"argv": [*args, *cache("cache-whole"), f"--OUT_DIR={whole}"], "out": str(whole),
+                     "log": str(root / f"{stage}-whole.log"), "background": True})  # beside the others
+        chains[stage] = []
+        for i, (point, extra) in enumerate(KILLS[stage]):
+            chains[stage].append(len(plan))
+            plan.append({"argv": [*args, *cache("cache"), f"--OUT_DIR={killed}", *extra], "point": point,
+                         "out": str(killed), "log": str(root / f"{stage}-killed-{i}.log")})
     (root / "plan.json").write_text(json.dumps(plan))
     result = run_python("tests/killpoint.py", "--plan", root / "plan.json", root / "results.json", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((root / "results.json").read_text())
-    steps = [(Path(job["log"]).read_text(), r["status"], r["files"], r["epoch"]) for job, r in zip(plan[1:], results[1:])]
-    log = (root / "whole.log").read_text()
-    assert results[0]["status"] == 0, log[-3000:]
-    return whole, killed, steps, log
+    found = {}
+    for stage in STAGES:
+        whole = root / stage / "whole"
+        log = (root / f"{stage}-whole.log").read_text()
+        assert results[chains[stage][0] - 1]["status"] == 0, log[-3000:]
+        steps = [(Path(plan[i]["log"]).read_text(), results[i]["status"], results[i]["files"], results[i]["epoch"])
+                 for i in chains[stage]]
+        found[stage] = whole, root / stage / "killed", steps, log
+    return found
 
 
-def test_beta_on_the_corpus_lists_every_skipped_file_at_the_end(beta_runs, corpus):
+@pytest.mark.parametrize("stage", STAGES)
+def test_training_on_the_corpus_lists_every_skipped_file_at_the_end(runs, corpus, stage):
     folder, cases = corpus
-    whole, _, _, log = beta_runs
-    tail = log[log.index(f"{len(bad(cases))} unreadable files skipped:"):]
+    whole, _, _, log = runs[stage]
+    tail = log[log.rindex(f"{len(bad(cases))} unreadable files skipped:"):]
     for name in bad(cases):
         assert any(line.startswith(f"  {folder / name}: ") and cases[name].problem in line for line in tail.splitlines()), name
     assert json.loads((whole / "metrics.json").read_text())["skipped_files"] == len(bad(cases))
 
 
-def test_each_kill_leaves_a_run_that_resumes(beta_runs):
-    _, _, steps, _ = beta_runs
+def test_each_kill_of_beta_leaves_a_run_that_resumes(runs):
+    _, _, steps, _ = runs["beta"]
     (_, status1, files1, epoch1), (log2, status2, files2, epoch2), (log3, status3, files3, epoch3), (log4, status4, _, epoch4) = steps
     # Killed in epoch 1: nothing to resume from but the run itself, which RESUME starts again.
     assert status1 == -9 and epoch1 == 0 and "batch.png" in files1 and "checkpoint/state.json" not in files1
@@ -78,7 +106,25 @@ def test_each_kill_leaves_a_run_that_resumes(beta_runs):
     assert status4 == 0 and epoch4 == 3, log4[-3000:]
 
 
-def assert_every_file_is_valid(folder):
+def test_each_kill_of_full_leaves_a_run_that_resumes_or_says_what_to_do(runs, corpus):
+    _, killed, steps, _ = runs["full"]
+    (_, status1, files1, _), (log2, status2, _, _), (log3, status3, files3, epoch3), (log4, status4, _, epoch4) = steps
+    assert status1 == -9 and "checkpoint/state.json" not in files1
+    cache = killed.parent / "cache"
+    assert len([p for p in cache.rglob("*.npz") if not p.name.startswith(".")]) >= 2  # finished embeddings are kept
+    # RESUME before any epoch was saved: nothing to resume from, and the message says what to do instead.
+    assert status2 == 1 and log2.strip().splitlines()[-1] == (
+        f"error: nothing to resume: {killed} holds no training run of a stage (no checkpoint folder); check --OUT_DIR, "
+        f"or start a new run without --RESUME=True")
+    assert re.search(r"embeddings of \d+ photos: [1-9]\d* from the cache", log3)  # the work before the kill is reused
+    assert not [p for p in cache.rglob("*") if ".tmp-" in p.name]  # the half-written one is gone
+    for path in cache.rglob("*.npz"):
+        assert np.load(path)["embedding"].size > 0
+    assert status3 == -9 and epoch3 == 1
+    assert "resuming after epoch 1 of 2" in log4 and status4 == 0 and epoch4 == 2, log4[-3000:]
+
+
+def assert_every_file_is_valid(folder, epochs):
     """No temporary file is left, and every file opens as what it claims to be."""
     names = snapshot(folder)
     assert not [n for n in names if ".tmp-" in n], names
@@ -93,26 +139,34 @@ def assert_every_file_is_valid(folder):
             from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
             assert sum(1 for _ in EventFileLoader(str(path)).Load()) > 0, name
-        elif name not in ("model.keras", "checkpoint/epoch-0003.weights.h5"):
+        elif name == f"checkpoint/epoch-{epochs:04d}.weights.h5":
+            with h5py.File(path, "r") as weights:
+                assert len(weights.keys()) > 0
+        elif name != "model.keras":
             raise AssertionError(f"unexpected file {name}")
-    state = training.load_checkpoint(model, folder / "checkpoint")
-    assert state["epoch"] == 3 and len(state["history"]["loss"]) == len(state["history"]["val_loss"]) == 3
+    state = json.loads((folder / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == epochs and len(state["history"]["loss"]) == len(state["history"]["val_loss"]) == epochs
     return model, state
 
 
-def test_a_run_killed_three_times_ends_where_an_uninterrupted_run_ends(beta_runs):
-    whole, killed, _, _ = beta_runs
-    model_whole, state_whole = assert_every_file_is_valid(whole)
-    model_killed, state_killed = assert_every_file_is_valid(killed)
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(runs, stage):
+    whole, killed, _, _ = runs[stage]
+    epochs = int(next(a for a in STAGES[stage] if a.startswith("--EPOCHS=")).partition("=")[2])
+    model_whole, state_whole = assert_every_file_is_valid(whole, epochs)
+    model_killed, state_killed = assert_every_file_is_valid(killed, epochs)
     assert [n for n in snapshot(whole) if not n.startswith("logs/")] == [n for n in snapshot(killed) if not n.startswith("logs/")]
+    if stage == "beta":  # the checkpoint loads into the final model (full saves the colouriser with its classifier)
+        training.load_checkpoint(model_killed, killed / "checkpoint")
     # Same batches, same optimizer state after every resume: the same numbers (TensorFlow on a CPU gives
     # them bit for bit; the tolerance only allows for backends that do not).
     np.testing.assert_allclose(state_killed["history"]["loss"], state_whole["history"]["loss"], rtol=1e-6)
     np.testing.assert_allclose(state_killed["history"]["val_loss"], state_whole["history"]["val_loss"], rtol=1e-6)
     for a, b in zip(model_killed.get_weights(), model_whole.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    for name in ("batch.png", "result.png", "grids/epoch-0001.png", "grids/epoch-0002.png", "grids/epoch-0003.png"):
-        np.testing.assert_allclose(images.load(killed / name), images.load(whole / name), atol=1.5 / 255)
+    for name in snapshot(whole):
+        if name.endswith(".png") and name != "loss.png":
+            np.testing.assert_allclose(images.load(killed / name), images.load(whole / name), atol=1.5 / 255)
     metrics_whole, metrics_killed = (json.loads((f / "metrics.json").read_text()) for f in (whole, killed))
     for name in ("train_loss", "val_loss", "grey_val_loss", "best_val_loss", "best_epoch", "epochs", "skipped_files"):
         assert metrics_killed[name] == pytest.approx(metrics_whole[name], rel=1e-6), name
