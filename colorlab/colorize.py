@@ -46,6 +46,7 @@ from colorlab import UserError, files, images, lab
 DEFAULT_SIZE = 256  # working size when none is given and the model has no settings.json beside it
 MULTIPLE = 8  # three stride-2 layers: the working size is padded to a multiple of 2**3
 BATCH = 8  # photos per model call
+MAX_BATCH_PIXELS = 12_000_000  # fewer photos per call when they are large: each pixel costs ~120 bytes in flight
 FORMATS = ("png", "jpg", "webp", "tif", "bmp")
 
 # How to compute a model input other than l, by the input's name: a function from the batch of
@@ -164,7 +165,7 @@ def colorize_batch(model, photos, size=None, multiple=MULTIPLE):
     ls, works = [], []
     for photo in photos:
         rgb = images.load(photo) if isinstance(photo, (str, os.PathLike)) else _as_rgb(photo)
-        l = lab.rgb_to_l_ab(rgb)[0]  # (H, W, 1) in [0, 1]: the full-resolution lightness
+        l = _by_rows(lambda rgb: lab.rgb_to_l_ab(rgb)[0], rgb)  # (H, W, 1) in [0, 1]: the full-resolution lightness
         (h, w), padded = working_shape(l.shape[0], l.shape[1], size, multiple, fixed)
         rgb_work = np.clip(images.resize(rgb, h, w, "lanczos"), 0.0, 1.0)  # as the stages load photos
         ls.append(l)
@@ -223,7 +224,17 @@ def predict_ab(model, works, l_index=0):
 def join(l, ab_work):
     """The coloured photo: ab upsampled to l's size, brought into gamut, joined with the full-size l."""
     ab = images.resize(ab_work, l.shape[0], l.shape[1], "bilinear")  # (H, W, 2)
-    return lab.l_ab_to_rgb(l, fit_gamut(l, ab))
+    return _by_rows(lambda l, ab: lab.l_ab_to_rgb(l, fit_gamut(l, ab)), l, ab)
+
+
+def _by_rows(convert, *arrays, pixels=1_000_000):
+    """``convert(*arrays)`` for a per-pixel conversion, done a band of rows at a time: the same result,
+    but its temporary arrays (several times the photo, in float64 inside scikit-image) stay small."""
+    height, width = arrays[0].shape[:2]
+    rows = max(1, pixels // max(1, width))
+    if height <= rows:
+        return convert(*arrays)
+    return np.concatenate([convert(*(a[top : top + rows] for a in arrays)) for top in range(0, height, rows)])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -344,15 +355,13 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, f
     print(f"colouring {plural(len(jobs), 'photo')} with {model_path} (working size {size}) into {out_dir}", flush=True)
     done = 0
     with tqdm(total=len(jobs), unit="photo", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
-        for start in range(0, len(jobs), batch):
-            loaded = []
-            for photo, target in jobs[start : start + batch]:
-                try:
-                    loaded.append((photo, target, images.load(photo)))
-                except images.ImageError as error:
-                    failures.append(str(error))
-                    tqdm.write(f"failed: {error}", file=sys.stderr)
-                    bar.update()
+        def failed(job, error):
+            failures.append(str(error))
+            tqdm.write(f"failed: {error}", file=sys.stderr)
+            bar.update()
+
+        for loaded in batches(jobs, lambda job: images.load(job[0]), batch, on_error=failed):
+            loaded = [(photo, target, rgb) for (photo, target), rgb in loaded]
             for photo, target, rgb in _colorize_each(model, loaded, size, multiple):
                 try:
                     if isinstance(rgb, Exception):
@@ -375,6 +384,29 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, f
         summary += f" (skipped: their output already exists in {out_dir}; --overwrite replaces them)"
     print(summary + (":" if failures else "") + "".join(f"\n  {failure}" for failure in failures))
     return 1 if failures else 0
+
+
+def batches(items, load, size=BATCH, max_pixels=MAX_BATCH_PIXELS, on_error=None):
+    """Load ``items`` one by one with ``load`` and yield lists of ``(item, rgb)``: ``size`` photos, or fewer
+    once they hold ``max_pixels`` pixels, so that a folder of camera photos needs no more memory than one
+    of small ones. A photo that cannot be read goes to ``on_error(item, error)`` (without it, it raises).
+    """
+    batch, pixels = [], 0
+    for item in items:
+        try:
+            rgb = load(item)
+        except images.ImageError as error:
+            if on_error is None:
+                raise
+            on_error(item, error)
+            continue
+        batch.append((item, rgb))
+        pixels += rgb.shape[0] * rgb.shape[1]
+        if len(batch) >= size or pixels >= max_pixels:
+            yield batch
+            batch, pixels = [], 0
+    if batch:
+        yield batch
 
 
 def _colorize_each(model, loaded, size, multiple):
