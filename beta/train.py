@@ -179,14 +179,14 @@ model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse")
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
 start = time.perf_counter()
 run = training.fit(
-    model, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs), settings=config
+    model, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs), settings=config,
+    keep_best="val_loss",  # also keep the weights of the epoch with the lowest validation loss
 )
 print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter() - start:.0f} s in this run)")
 
 # %% [markdown]
 # ## The result
-# The validation photos, whole, coloured by the network: it never trained on them. Compare the
-# validation loss with predicting grey: below it, the network colours photos it never saw better than
+# Compare the validation loss, on photos the network never trained on, with predicting grey: below it, the network colours photos it never saw better than
 # no colour at all; above it, worse.
 #
 # With the 7 sample photos, read the two curves in `loss.png`. The training loss falls all along. The
@@ -201,17 +201,31 @@ print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter()
 
 # %%
 train_loss, val_loss = run.history["loss"][-1], run.history["val_loss"][-1]
-best_epoch = min(range(run.epochs), key=lambda epoch: run.history["val_loss"][epoch]) + 1
-best_val_loss = run.history["val_loss"][best_epoch - 1]
-print(f"final training loss {train_loss:.5f}   validation loss {val_loss:.5f} (lowest {best_val_loss:.5f}, "
-      f"after epoch {best_epoch})   predicting grey {grey_loss:.5f}")
+print(f"last epoch: training loss {train_loss:.5f}   validation loss {val_loss:.5f}   predicting grey {grey_loss:.5f}")
 verdict = "better" if val_loss < grey_loss else "WORSE"
-print(f"on photos it never saw, the network does {verdict} than predicting grey ({val_loss / grey_loss:.2f}x its loss)")
+print(f"on photos it never saw, the last epoch does {verdict} than predicting grey ({val_loss / grey_loss:.2f}x its loss)")
+
+# %% [markdown]
+# ## Early stopping: keep the best epoch, not the last
+# The last epoch is not necessarily the best one on photos the network never saw. `training.fit` kept
+# a copy of the weights of the epoch with the lowest validation loss (`keep_best="val_loss"`); we load
+# them back, and that is the network we show and save. This is *early stopping*, the standard guard
+# against overfitting: we trained on, but we keep the network from before it started memorizing.
+# One catch: the validation photos chose the epoch, so their loss now flatters the network a little.
+# To judge it fairly, use photos it never saw at all (`evaluate` on a separate folder).
+# `result.png` shows the validation photos, whole, coloured by the kept network.
+
+# %%
+best_epoch = training.restore_best(model, out_dir)  # the weights of the epoch with the lowest validation loss
+best_val_loss = run.history["val_loss"][best_epoch - 1]
+verdict = "better" if best_val_loss < grey_loss else "WORSE"
+print(f"kept epoch {best_epoch} of {run.epochs}: validation loss {best_val_loss:.5f}, {verdict} than predicting grey "
+      f"({best_val_loss / grey_loss:.2f}x its loss)")
 plots.save_grid(out_dir / "result.png", [lab.grey(rgb) for rgb in rgbs], training.colourise(model, rgbs), rgbs, names)
 
 # %% [markdown]
 # ## Saving
-# The model goes to `OUT_DIR/model.keras`. Like alpha's, it takes `l` (any size that divides by 8) and
+# The model, with the best epoch's weights, goes to `OUT_DIR/model.keras`. Like alpha's, it takes `l` (any size that divides by 8) and
 # returns `ab`, so the `colorize` tool colours any photo with it, at the photo's own resolution:
 # `colorize photo.jpg --model outputs/beta/model.keras --out colourised/`. Files are written
 # atomically: a run killed while saving never leaves a broken file.

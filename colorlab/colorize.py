@@ -45,6 +45,7 @@ from colorlab import UserError, files, images, lab
 
 DEFAULT_SIZE = 256  # working size when none is given and the model has no settings.json beside it
 MULTIPLE = 8  # three stride-2 layers: the working size is padded to a multiple of 2**3
+MAX_ASPECT = 4  # the working size's longer side is at most this many times its shorter side
 BATCH = 8  # photos per model call
 MAX_BATCH_PIXELS = 12_000_000  # fewer photos per call when they are large: each pixel costs ~120 bytes in flight
 FORMATS = ("png", "jpg", "webp", "tif", "bmp")
@@ -82,19 +83,38 @@ def load_model(path):
     return model
 
 
-def default_size(model_path):
-    """The working size for a saved model: the IMAGE_SIZE in the settings.json beside it, else 256."""
-    settings = Path(model_path).with_name("settings.json")
+def saved_settings(model_path):
+    """What colorize needs to know of a saved model, from the ``settings.json`` its stage wrote beside it.
+
+    Returns ``{"size": IMAGE_SIZE, "multiple": MULTIPLE, "color_space": COLOR_SPACE}``, each falling back
+    to the default (256, 8, "lab") when the file or the setting is missing: alpha and beta save no
+    MULTIPLE (their three stride-2 layers need 8); gan saves its U-Net's 2**DEPTH and its colour space.
+    """
+    found = {}
+    path = Path(model_path).with_name("settings.json")
     try:
-        value = json.loads(settings.read_text(encoding="utf-8")).get("IMAGE_SIZE")
+        found = json.loads(path.read_text(encoding="utf-8"))
+        found = found if isinstance(found, dict) else {}
     except FileNotFoundError:
-        return DEFAULT_SIZE
-    except (OSError, ValueError, AttributeError) as error:
-        warnings.warn(f"{settings}: cannot read IMAGE_SIZE ({error}); using {DEFAULT_SIZE}", stacklevel=2)
-        return DEFAULT_SIZE
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return DEFAULT_SIZE
+        pass
+    except (OSError, ValueError) as error:
+        warnings.warn(f"{path}: cannot read the model's settings ({error}); using the defaults", stacklevel=2)
+
+    def positive(value, default):
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+
+    color_space = found.get("COLOR_SPACE", "lab")
+    return {
+        "size": positive(found.get("IMAGE_SIZE"), DEFAULT_SIZE),
+        "multiple": positive(found.get("MULTIPLE"), MULTIPLE),
+        "color_space": color_space if color_space in lab.COLOR_SPACES else "lab",
+    }
+
+
+def resolve_settings(model_path, size=None, multiple=None, color_space=None):
+    """``(size, multiple, color_space)``: each one given, else the saved model's own (see saved_settings)."""
+    saved = saved_settings(model_path) if model_path is not None else saved_settings(os.devnull)
+    return size or saved["size"], multiple or saved["multiple"], color_space or saved["color_space"]
 
 
 def check_model(model, name=None):
@@ -136,26 +156,27 @@ def check_model(model, name=None):
 # Colouring
 
 
-def colorize(model, photo, size=None, multiple=MULTIPLE):
+def colorize(model, photo, size=None, multiple=None, color_space=None):
     """Colour one photo: a file path or an (H, W, 3) RGB array in [0, 1]; returns RGB of the same size.
 
     ``model`` is a Keras model or the path of a saved one (then ``size`` defaults to the IMAGE_SIZE it
-    was trained at). ``size`` is the working size: the model sees the photo with its longer side scaled
-    to that many pixels; the output has the photo's own size and lightness.
+    was trained at, and ``multiple`` and ``color_space`` to what its stage saved). ``size`` is the
+    working size: the model sees the photo with its shorter side scaled to that many pixels, as the
+    stages cut their training crops; the output has the photo's own size and lightness.
     """
-    return colorize_batch(model, [photo], size, multiple)[0]
+    return colorize_batch(model, [photo], size, multiple, color_space)[0]
 
 
-def colorize_batch(model, photos, size=None, multiple=MULTIPLE):
+def colorize_batch(model, photos, size=None, multiple=None, color_space=None):
     """Colour several photos (paths or RGB arrays) with as few model calls as possible.
 
     Photos whose padded working sizes agree go through the model together; the result does not depend
     on which photos share a batch.
     """
-    if isinstance(model, (str, os.PathLike)):
-        size = size or default_size(model)
-        model = load_model(model)
-    size = size or DEFAULT_SIZE
+    path = model if isinstance(model, (str, os.PathLike)) else None
+    size, multiple, color_space = resolve_settings(path, size, multiple, color_space)
+    if path is not None:
+        model = load_model(path)
     if size < 1 or multiple < 1:
         raise UserError(f"the working size and the multiple must be positive, got {size} and {multiple}")
     l_index = check_model(model)
@@ -165,20 +186,22 @@ def colorize_batch(model, photos, size=None, multiple=MULTIPLE):
     ls, works = [], []
     for photo in photos:
         rgb = images.load(photo) if isinstance(photo, (str, os.PathLike)) else _as_rgb(photo)
-        l = _by_rows(lambda rgb: lab.rgb_to_l_ab(rgb)[0], rgb)  # (H, W, 1) in [0, 1]: the full-resolution lightness
+        l = _by_rows(lambda rgb: lab.split(rgb, color_space)[0], rgb)  # (H, W, 1): the full-resolution lightness (l, or y in YUV)
         (h, w), padded = working_shape(l.shape[0], l.shape[1], size, multiple, fixed)
         rgb_work = np.clip(images.resize(rgb, h, w, "lanczos"), 0.0, 1.0)  # as the stages load photos
         ls.append(l)
-        works.append((lab.rgb_to_l_ab(rgb_work)[0], padded))  # (h, w, 1), and its padded (h8, w8)
+        works.append((lab.split(rgb_work, color_space)[0], padded))  # (h, w, 1), and its padded (h8, w8)
         del rgb
     abs_work = predict_ab(model, works, l_index)
-    return [join(l, ab) for l, ab in zip(ls, abs_work)]
+    return [join(l, ab, color_space) for l, ab in zip(ls, abs_work)]
 
 
 def working_shape(height, width, size, multiple=MULTIPLE, fixed=None):
     """Where the model sees a (height, width) photo: ((h, w) scaled, (h8, w8) padded).
 
-    Scaled so that the longer side is ``size``; padded up to a multiple of ``multiple``. A model built
+    Scaled so that the shorter side is ``size``, as the stages cut their training crops and draw their
+    grids (a panorama's longer side is capped at ``MAX_ASPECT`` x ``size``, so a 10000x20 strip does not
+    become a 64000-pixel one); padded up to a multiple of ``multiple``. A model built
     for one size only (``fixed`` = its (height, width)) gets the photo fitted inside that size.
     """
     if fixed is not None:
@@ -186,7 +209,8 @@ def working_shape(height, width, size, multiple=MULTIPLE, fixed=None):
         h = min(fixed[0], max(1, round(height * scale)))
         w = min(fixed[1], max(1, round(width * scale)))
         return (h, w), tuple(fixed)
-    h, w = images.fit_size(height, width, size)
+    scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
     return (h, w), (h + -h % multiple, w + -w % multiple)
 
 
@@ -221,9 +245,14 @@ def predict_ab(model, works, l_index=0):
     return abs_work
 
 
-def join(l, ab_work):
-    """The coloured photo: ab upsampled to l's size, brought into gamut, joined with the full-size l."""
+def join(l, ab_work, color_space="lab"):
+    """The coloured photo: ab upsampled to l's size, brought into gamut, joined with the full-size l.
+
+    (In YUV, ``l`` is the luma y and ``ab`` is uv; colours out of the RGB cube are clipped there.)
+    """
     ab = images.resize(ab_work, l.shape[0], l.shape[1], "bilinear")  # (H, W, 2)
+    if color_space != "lab":
+        return _by_rows(lambda l, ab: lab.join(l, ab, color_space), l, ab)
     return _by_rows(lambda l, ab: lab.l_ab_to_rgb(l, fit_gamut(l, ab)), l, ab)
 
 
@@ -321,7 +350,7 @@ def find_photos(paths, exclude=None):
     return found
 
 
-def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, fmt="png", overwrite=False):
+def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=None, fmt="png", overwrite=False):
     """Colour every photo in ``paths`` into ``out_dir``; returns the exit status (1 if any photo failed)."""
     from tqdm import tqdm
 
@@ -332,7 +361,7 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, f
     if not found:
         raise UserError(f"no photos found in {', '.join(map(str, paths))} ({', '.join(images.EXTENSIONS)})")
     model = load_model(model_path)  # every problem with the model shows before any photo is touched
-    size = size or default_size(model_path)
+    size, multiple, color_space = resolve_settings(model_path, size, multiple)
 
     jobs, skipped, failures = [], 0, []
     claimed = {}
@@ -362,7 +391,7 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=MULTIPLE, f
 
         for loaded in batches(jobs, lambda job: images.load(job[0]), batch, on_error=failed):
             loaded = [(photo, target, rgb) for (photo, target), rgb in loaded]
-            for photo, target, rgb in _colorize_each(model, loaded, size, multiple):
+            for photo, target, rgb in _colorize_each(model, loaded, size, multiple, color_space):
                 try:
                     if isinstance(rgb, Exception):
                         raise rgb
@@ -409,19 +438,19 @@ def batches(items, load, size=BATCH, max_pixels=MAX_BATCH_PIXELS, on_error=None)
         yield batch
 
 
-def _colorize_each(model, loaded, size, multiple):
+def _colorize_each(model, loaded, size, multiple, color_space):
     """(photo, target, rgb) for each loaded photo, in one batch; if the batch runs out of memory, one
     photo at a time, and a photo that alone does not fit gets its MemoryError in place of rgb."""
     if not loaded:
         return []
     try:
-        outputs = colorize_batch(model, [rgb for _, _, rgb in loaded], size, multiple)
+        outputs = colorize_batch(model, [rgb for _, _, rgb in loaded], size, multiple, color_space)
         return [(photo, target, rgb) for (photo, target, _), rgb in zip(loaded, outputs)]
     except MemoryError:
         results = []
         for photo, target, rgb in loaded:
             try:
-                results.append((photo, target, colorize_batch(model, [rgb], size, multiple)[0]))
+                results.append((photo, target, colorize_batch(model, [rgb], size, multiple, color_space)[0]))
             except MemoryError as error:
                 results.append((photo, target, error))
         return results
@@ -448,11 +477,12 @@ def main(argv=None):
     parser.add_argument("--model", required=True, metavar="MODEL.keras", help="a stage's saved model")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the coloured photos")
     parser.add_argument("--size", type=positive_int, metavar="PIXELS",
-                        help="working size, the longer side the model sees (default: the IMAGE_SIZE in the "
+                        help="working size, the shorter side the model sees (default: the IMAGE_SIZE in the "
                         f"settings.json beside the model, else {DEFAULT_SIZE})")
     parser.add_argument("--batch", type=positive_int, default=BATCH, help=f"photos per model call (default {BATCH})")
-    parser.add_argument("--multiple", type=positive_int, default=MULTIPLE,
-                        help=f"pad the working size to a multiple of this (default {MULTIPLE}: three stride-2 layers)")
+    parser.add_argument("--multiple", type=positive_int,
+                        help="pad the working size to a multiple of this (default: the MULTIPLE in the settings.json "
+                        f"beside the model, else {MULTIPLE}: three stride-2 layers)")
     parser.add_argument("--format", default="png", choices=FORMATS, help="output format (default png)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ prepared ahead is labelled with its epoch and number, and only the batch asked f
 
 Each batch is ``(l, ab)``: float32 arrays of shape (batch, image_size, image_size, 1) in [0, 1] and
 (batch, image_size, image_size, 2) in [-1, 1] (see ``colorlab.lab``), converted from RGB with a
-single call for the whole batch.
+single call for the whole batch; with ``color_space="yuv"``, ``(y, uv)`` in the same shapes and ranges.
 """
 
 import hashlib
@@ -87,10 +87,11 @@ class Photos(keras.utils.PyDataset):
         workers: threads that read the next batches while the model trains; 1 reads each batch only
             when it is asked for. The batches are the same whatever the number.
         max_queue_size: batches prepared ahead of the model, at most.
+        color_space: "lab" serves ``(l, ab)``; "yuv" serves ``(y, uv)`` (see ``colorlab.lab.split``).
     """
 
     def __init__(self, paths, image_size, batch_size, steps=None, *, random=True, zoom=1.0, seed=0,
-                 workers=1, max_queue_size=10):
+                 workers=1, max_queue_size=10, color_space="lab"):
         # Keras sees one worker, so it reads batches in order and keeps none; our threads read ahead.
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=max_queue_size)
         self.paths = [str(p) for p in paths]  # plain strings: 100k names take a few MB
@@ -109,6 +110,8 @@ class Photos(keras.utils.PyDataset):
         self.steps = steps if random else math.ceil(len(self.paths) / batch_size)
         self.zoom = zoom
         self.seed = seed
+        lab.split(np.zeros((1, 1, 3)), color_space)  # an unknown colour space fails here, not in a reading thread
+        self.color_space = color_space
         self.epoch = 0  # set by the NextEpoch callback before each epoch starts
         self.skipped = {}  # path -> why it was skipped
         self._lock = threading.Lock()
@@ -149,7 +152,7 @@ class Photos(keras.utils.PyDataset):
         else:
             numbers = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.paths)))
             rgb = np.stack([self._centre_crop(i) for i in numbers])
-        return lab.rgb_to_l_ab(rgb)  # one vectorised conversion per batch
+        return lab.split(rgb, self.color_space)  # one vectorised conversion per batch
 
     def first_usable(self):
         """The first photo that can be read (unreadable ones are reported and skipped); a UserError if none.
@@ -243,7 +246,7 @@ class NextEpoch(keras.callbacks.Callback):
 
 
 def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, *, zoom=1.0, seed=0,
-                workers=1, max_queue_size=10, verbose=True):
+                workers=1, max_queue_size=10, color_space="lab", verbose=True):
     """Training and validation :class:`Photos` from every photo under ``folder`` (searched recursively).
 
     Returns ``(train, validation)``; ``validation`` is None when ``validation_fraction`` is 0. Stops
@@ -257,7 +260,8 @@ def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, 
     if validation_fraction > 0 and len(paths) < 2:
         raise UserError(f"{folder}: only 1 photo; a validation split needs at least 2 (one to train on, one to check)")
     train_paths, validation_paths = split(paths, validation_fraction, root=folder)
-    options = dict(image_size=image_size, batch_size=batch_size, workers=workers, max_queue_size=max_queue_size)
+    options = dict(image_size=image_size, batch_size=batch_size, workers=workers, max_queue_size=max_queue_size,
+                   color_space=color_space)
     train = Photos(train_paths, steps=steps, random=True, zoom=zoom, seed=seed, **options)
     validation = Photos(validation_paths, random=False, **options) if validation_paths else None
     for dataset, role in ((train, "training"), (validation, "validation")):

@@ -97,8 +97,8 @@ def compare(original, result):
 # Evaluating a model
 
 
-def evaluate(model, photos, size=None, batch=colorize.BATCH, multiple=colorize.MULTIPLE, limit=None,
-             on_error=None, progress=None):
+def evaluate(model, photos, size=None, batch=colorize.BATCH, multiple=None, limit=None,
+             on_error=None, progress=None, color_space=None):
     """One row per photo: the metrics of the model's colours and of the grey baseline.
 
     ``model`` is a Keras model or a saved model's path; ``photos`` lists photo files and folders (searched
@@ -106,14 +106,14 @@ def evaluate(model, photos, size=None, batch=colorize.BATCH, multiple=colorize.M
     class folder of a dataset is represented). A photo that cannot be read is passed to
     ``on_error(error)`` and left out; without ``on_error`` it raises. ``progress`` is called once per photo.
     """
-    if isinstance(model, (str, os.PathLike)):
-        size = size or colorize.default_size(model)
-        model = colorize.load_model(model)
-    size = size or colorize.DEFAULT_SIZE
+    path = model if isinstance(model, (str, os.PathLike)) else None
+    size, multiple, color_space = colorize.resolve_settings(path, size, multiple, color_space)
+    if path is not None:
+        model = colorize.load_model(path)
     found = spread([photo for photo, _ in colorize.find_photos(photos)], limit)
     rows = []
 
-    def failed(path, error):
+    def failed(item, error):
         if on_error is None:
             raise error
         on_error(error)
@@ -121,7 +121,7 @@ def evaluate(model, photos, size=None, batch=colorize.BATCH, multiple=colorize.M
             progress()
 
     for loaded in colorize.batches(found, images.load, batch, on_error=failed):  # bounded in photos and pixels
-        outputs = colorize.colorize_batch(model, [rgb for _, rgb in loaded], size, multiple)  # as colorize does
+        outputs = colorize.colorize_batch(model, [rgb for _, rgb in loaded], size, multiple, color_space)  # as colorize does
         for (path, rgb), result in zip(loaded, outputs):
             row = {"photo": str(path), "width": rgb.shape[1], "height": rgb.shape[0]}
             for method, image in (("model", result), ("grey", lab.grey(rgb))):
@@ -193,7 +193,7 @@ def to_csv(rows):
 # The command
 
 
-def run(paths, model_path, out_dir=None, size=None, batch=colorize.BATCH, multiple=colorize.MULTIPLE, limit=None,
+def run(paths, model_path, out_dir=None, size=None, batch=colorize.BATCH, multiple=None, limit=None,
         overwrite=False):
     """Evaluate, print the table, write the files; returns the exit status (1 if any photo failed)."""
     from tqdm import tqdm
@@ -208,7 +208,7 @@ def run(paths, model_path, out_dir=None, size=None, batch=colorize.BATCH, multip
     if not found:
         raise UserError(f"no photos found in {', '.join(map(str, paths))} ({', '.join(images.EXTENSIONS)})")
     model = colorize.load_model(model_path)  # every problem with the model shows before any photo is touched
-    size = size or colorize.default_size(model_path)
+    size, multiple, color_space = colorize.resolve_settings(model_path, size, multiple)
     total = len(spread(found, limit))
     print(f"evaluating {model_path} (working size {size}) on {total} of {colorize.plural(len(found), 'photo')}",
           flush=True)
@@ -219,7 +219,8 @@ def run(paths, model_path, out_dir=None, size=None, batch=colorize.BATCH, multip
             failures.append(str(error))
             tqdm.write(f"failed: {error}", file=sys.stderr)
 
-        rows = evaluate(model, paths, size, batch, multiple, limit, on_error=on_error, progress=bar.update)
+        rows = evaluate(model, paths, size, batch, multiple, limit, on_error=on_error, progress=bar.update,
+                        color_space=color_space)
     if not rows:
         raise UserError(f"none of the {total} photos could be read")
     summary = summarize(rows)
@@ -251,8 +252,8 @@ def main(argv=None):
     parser.add_argument("--limit", type=colorize.positive_int, metavar="N",
                         help="use N photos, spread evenly over the sorted list (default: all)")
     parser.add_argument("--batch", type=colorize.positive_int, default=colorize.BATCH, help="photos per model call")
-    parser.add_argument("--multiple", type=colorize.positive_int, default=colorize.MULTIPLE,
-                        help="pad the working size to a multiple of this")
+    parser.add_argument("--multiple", type=colorize.positive_int,
+                        help="pad the working size to a multiple of this (default: as for colorize)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     args = parser.parse_args(argv)
     try:

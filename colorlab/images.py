@@ -98,16 +98,6 @@ def pad_to_multiple(array, multiple):
     return np.pad(array, pad, mode="symmetric")
 
 
-def fit_size(height, width, size):
-    """The (height, width) of a photo scaled, aspect ratio kept, so its longer side is ``size`` pixels.
-
-    The same rounding as :func:`load` with ``size``, so a photo loaded small and one scaled in memory
-    have the same shape.
-    """
-    scale = size / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def resize(array, height, width, resample="bilinear"):
     """Resize an (H, W, C) float array to (height, width), channel by channel, in 32-bit float.
 

@@ -18,6 +18,10 @@ What it adds, each piece also usable on its own:
 - TensorBoard logs in ``OUT_DIR/logs`` (``tensorboard --logdir OUT_DIR/logs``) and Keras's progress bar.
 - :class:`StopOnNaN`: a loss that becomes NaN or infinite stops training with a clear message; the
   checkpoint keeps the last good epoch.
+- ``keep_best="val_loss"``: the checkpoint also keeps the weights of the epoch with the lowest
+  validation loss (``OUT_DIR/checkpoint/best.weights.h5``); :func:`restore_best` loads them back, so
+  the saved model is the one that coloured unseen photos best, not the last, possibly overfitted, one
+  ("early stopping", without stopping).
 - :func:`save_model`: the final ``.keras`` file, written atomically.
 """
 
@@ -36,6 +40,7 @@ import numpy as np
 from colorlab import UserError, files, images, lab, plots
 
 CHECKPOINT = "checkpoint"  # sub-folders of OUT_DIR that fit() writes
+BEST = "best.weights.h5"  # in CHECKPOINT: the weights of the best epoch, with keep_best
 GRIDS = "grids"
 LOGS = "logs"
 
@@ -55,7 +60,7 @@ class Run:
 
 
 def fit(model, train, validation=None, *, epochs, out_dir, resume=False, examples=None, predict=None,
-        multiple=8, settings=None, callbacks=(), verbose="auto"):
+        multiple=8, color_space="lab", settings=None, callbacks=(), verbose="auto", keep_best=None):
     """Train a compiled ``model`` on ``train`` (a ``keras.utils.PyDataset``, e.g. ``colorlab.data.Photos``)
     for ``epochs`` epochs in all, with checkpoints, resume, result grids, TensorBoard and a NaN stop.
 
@@ -70,11 +75,13 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
             run (``resume=False``) deletes those three sub-folders left by an earlier run.
         resume: continue from the checkpoint in ``out_dir`` (a UserError if there is none).
         examples: ``(names, rgbs)`` of photos to colour after each epoch (see :class:`ResultGrid`).
-        predict, multiple: passed to :class:`ResultGrid`.
+        predict, multiple, color_space: passed to :class:`ResultGrid`.
         settings: the run's settings (a dict), stored with the checkpoint; on resume, changed values
             are listed.
         callbacks: more Keras callbacks.
         verbose: passed to ``model.fit``; "auto" shows Keras's progress bar.
+        keep_best: a logged metric to minimise, such as "val_loss": the checkpoint then also keeps the
+            weights of the epoch where it was lowest, for :func:`restore_best`.
 
     Returns a :class:`Run`. Raises :class:`TrainingDiverged` if the loss became NaN or infinite.
     """
@@ -96,14 +103,15 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
             print(f"the checkpoint has {state['epoch']} epochs already: nothing to train (raise EPOCHS to train more)")
 
     stop = StopOnNaN()
-    checkpoint = Checkpoint(folder, state, settings)
+    checkpoint = Checkpoint(folder, state, settings, keep_best)
     all_callbacks = [stop]
     if hasattr(train, "set_epoch"):
         from colorlab.data import NextEpoch
 
         all_callbacks.insert(0, NextEpoch(train))
     if examples is not None and len(examples[1]):
-        all_callbacks.append(ResultGrid(out_dir / GRIDS, *examples, predict=predict, multiple=multiple))
+        all_callbacks.append(ResultGrid(out_dir / GRIDS, *examples, predict=predict, multiple=multiple,
+                                        color_space=color_space))
     tensorboard = tensorboard_callback(out_dir / LOGS)
     if tensorboard is not None:
         all_callbacks.append(tensorboard)
@@ -195,16 +203,21 @@ class Checkpoint(keras.callbacks.Callback):
     model holds, so a GAN's two are saved too); ``folder/state.json`` holds the epoch number, the loss
     history, the training seconds and the settings, and names that file. The state is written after the
     weights and replaces the previous one in a single rename, so whenever the process dies it names a
-    complete file. Weights rather than a whole ``.keras`` model: any model can be checkpointed, even
+    complete file. The state also holds the model's random-number generator states (see
+    :func:`random_states`). Weights rather than a whole ``.keras`` model: any model can be checkpointed, even
     one whose configuration cannot be saved, since the stage rebuilds the model before resuming. An epoch whose loss is NaN or infinite is not
     saved, so the checkpoint always holds the last good epoch.
+
+    With ``keep_best`` (a logged metric, such as "val_loss"), an epoch that lowers it also writes
+    ``folder/best.weights.h5``, before the state that records it as ``best_epoch``.
     """
 
-    def __init__(self, folder, state=None, settings=None):
+    def __init__(self, folder, state=None, settings=None, keep_best=None):
         super().__init__()
         self.folder = Path(folder)
         self.state = {"epoch": 0, "history": {}, "seconds": 0.0, **(state or {})}
         self.settings = settings
+        self.keep_best = keep_best
         self._start = self._seconds_before = None
 
     def on_train_begin(self, logs=None):
@@ -224,8 +237,16 @@ class Checkpoint(keras.callbacks.Callback):
         try:
             with files.atomic_path(self.folder / model_file) as tmp:
                 self.model.save_weights(tmp)
-            state = {"epoch": epoch + 1, "model": model_file, "history": history, "settings": self.settings,
-                     "seconds": self._seconds_before + time.perf_counter() - self._start, "stage": _stage()}
+            best_epoch = self.state.get("best_epoch")
+            if self.keep_best in logs and logs[self.keep_best] <= min(history[self.keep_best]):
+                with files.atomic_path(self.folder / BEST) as tmp:
+                    shutil.copyfile(self.folder / model_file, tmp)
+                best_epoch = epoch + 1
+            state = {"epoch": epoch + 1, "model": model_file, "best_epoch": best_epoch, "history": history,
+                     "settings": self.settings,
+                     "seconds": self._seconds_before + time.perf_counter() - self._start,
+                     "random_states": [np.asarray(v.numpy()).tolist() for v in random_states(self.model)],
+                     "stage": _stage()}
             files.write_json(self.folder / "state.json", state)  # the commit: from now on, resume uses this epoch
         except files.WriteError as error:  # a full disk: say what is kept, in one line
             done = self.state["epoch"]
@@ -257,6 +278,11 @@ def load_checkpoint(model, folder):
                         f"another stage, or with other settings?") from None
     for optimizer, rate in rates:  # the weights file holds the rate of the run that wrote it: the setting wins
         optimizer.learning_rate = rate
+    saved = state.get("random_states") or []
+    variables = random_states(model)
+    if len(saved) == len(variables):
+        for variable, value in zip(variables, saved):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
     return state
 
 
@@ -264,6 +290,7 @@ def _learning_rates(model):
     """``(optimizer, learning rate)`` of every optimizer the model holds with a plain (not scheduled) rate."""
     found = [getattr(model, "optimizer", None)] + [value for value in vars(model).values()
                                                    if isinstance(value, keras.optimizers.Optimizer)]
+    found += [inner for optimizer in found for inner in getattr(optimizer, "optimizers", [])]  # a GAN's, wrapped
     rates, seen = [], set()
     for optimizer in found:
         if optimizer is None or id(optimizer) in seen:
@@ -272,6 +299,28 @@ def _learning_rates(model):
         if not isinstance(getattr(optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
             rates.append((optimizer, float(keras.ops.convert_to_numpy(optimizer.learning_rate))))
     return rates
+
+
+def restore_best(model, out_dir):
+    """Load the weights of the best epoch kept by ``fit(..., keep_best=...)`` into ``model``; return
+    that epoch's number. (The optimizer's state comes back too; it does not matter for predicting.)"""
+    folder = Path(out_dir) / CHECKPOINT
+    try:
+        epoch = json.loads((folder / "state.json").read_text(encoding="utf-8")).get("best_epoch")
+    except (OSError, ValueError) as error:
+        raise UserError(f"{folder / 'state.json'}: cannot find the best epoch ({error})") from None
+    if epoch is None or not (folder / BEST).exists():
+        raise UserError(f"{folder}: no best epoch was kept; train with keep_best='val_loss'")
+    model.load_weights(folder / BEST)
+    return epoch
+
+
+def random_states(model):
+    """The model's variables that ``save_weights`` leaves out: the states of its random-number
+    generators (dropout's). The checkpoint keeps them, so that a resumed run draws the same random
+    numbers (the same dropout masks) as an uninterrupted one."""
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.non_trainable_variables if id(v) not in saved]
 
 
 class ResultGrid(keras.callbacks.Callback):
@@ -286,38 +335,44 @@ class ResultGrid(keras.callbacks.Callback):
             calls the model on ``l``. A model with other inputs passes its own.
         multiple: the photos are padded so that their sides divide by it (8 for three stride-2 layers),
             and the padding is cropped off the prediction.
+        color_space: the one the model works in (see :func:`colourise`).
     """
 
-    def __init__(self, folder, names, rgbs, predict=None, multiple=8):
+    def __init__(self, folder, names, rgbs, predict=None, multiple=8, color_space="lab"):
         super().__init__()
         self.folder = Path(folder)
         self.names, self.rgbs = list(names), list(rgbs)
-        self.predict, self.multiple = predict, multiple
+        self.predict, self.multiple, self.color_space = predict, multiple, color_space
 
     def on_epoch_end(self, epoch, logs=None):
         if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        colourised = colourise(self.model, self.rgbs, self.predict, self.multiple)
+        colourised = colourise(self.model, self.rgbs, self.predict, self.multiple, self.color_space)
         greys = [lab.grey(rgb) for rgb in self.rgbs]
         plots.save_grid(self.folder / f"epoch-{epoch + 1:04d}.png", greys, colourised, self.rgbs, self.names)
 
 
-def colourise(model, rgbs, predict=None, multiple=8):
-    """Colour each photo in ``rgbs`` (RGB, any size) from its lightness alone; return the RGB results."""
+def colourise(model, rgbs, predict=None, multiple=8, color_space="lab"):
+    """Colour each photo in ``rgbs`` (RGB, any size) from its lightness alone; return the RGB results.
+
+    ``color_space`` is the one the model was trained in: a "lab" model takes l and returns ab, a "yuv"
+    model takes luma y and returns uv (see ``colorlab.lab.split``)."""
     results = []
     for rgb in rgbs:
-        l, _ = lab.rgb_to_l_ab(rgb)
+        l, _ = lab.split(rgb, color_space)
         x = images.pad_to_multiple(l, multiple)[None]  # (1, H8, W8, 1)
         ab = predict(model, x) if predict else model(x, training=False)
         ab = keras.ops.convert_to_numpy(ab)[0, : l.shape[0], : l.shape[1]]
-        results.append(lab.l_ab_to_rgb(l, ab))
+        results.append(lab.join(l, ab, color_space))
     return results
 
 
 class StopOnNaN(keras.callbacks.Callback):
     """Stop training at the first batch whose loss is NaN or infinite, or after the first epoch whose
     validation loss is; ``found`` says where: ``(epoch, "batch 3" or "on the validation data", loss)``.
+
+    The loss is the ``loss`` log, or, for a model that logs no ``loss``, every value it logs.
 
     Unlike ``keras.callbacks.TerminateOnNaN`` it lets :func:`fit` say, after training, what happened and
     which epoch the checkpoint holds.
@@ -332,7 +387,10 @@ class StopOnNaN(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        self._check((logs or {}).get("loss"), f"batch {batch + 1}")
+        logs = logs or {}
+        # A model with several losses and no "loss" (a GAN's d_loss, g_l1, ...) is checked on all its logs.
+        for value in [logs["loss"]] if "loss" in logs else logs.values():
+            self._check(value, f"batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         for name, value in (logs or {}).items():

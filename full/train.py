@@ -262,7 +262,7 @@ predict = embeddings.predictor(embed)  # predict(model, l): the embedding of eac
 start = time.perf_counter()
 run = training.fit(
     model, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs),
-    predict=predict, settings=config,
+    predict=predict, settings=config, keep_best="val_loss",  # keep the epoch with the lowest validation loss
 )
 print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter() - start:.0f} s in this run)")
 
@@ -278,12 +278,12 @@ print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter()
 
 # %%
 train_loss, val_loss = run.history["loss"][-1], run.history["val_loss"][-1]
-best_epoch = min(range(run.epochs), key=lambda epoch: run.history["val_loss"][epoch]) + 1
+print(f"last epoch: training loss {train_loss:.5f}   validation loss {val_loss:.5f}   predicting grey {grey_loss:.5f}")
+best_epoch = training.restore_best(model, out_dir)  # early stopping, as in beta: keep the best epoch's weights
 best_val_loss = run.history["val_loss"][best_epoch - 1]
-print(f"final training loss {train_loss:.5f}   validation loss {val_loss:.5f} (lowest {best_val_loss:.5f}, "
-      f"after epoch {best_epoch})   predicting grey {grey_loss:.5f}")
-verdict = "better" if val_loss < grey_loss else "WORSE"
-print(f"on photos it never saw, the network does {verdict} than predicting grey ({val_loss / grey_loss:.2f}x its loss)")
+verdict = "better" if best_val_loss < grey_loss else "WORSE"
+print(f"kept epoch {best_epoch} of {run.epochs}: validation loss {best_val_loss:.5f}, {verdict} than predicting grey "
+      f"({best_val_loss / grey_loss:.2f}x its loss)")
 colourised = training.colourise(model, rgbs, predict)
 plots.save_grid(out_dir / "result.png", [lab.grey(rgb) for rgb in rgbs], colourised, rgbs, names)
 if not meaningful:

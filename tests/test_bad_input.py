@@ -317,9 +317,26 @@ FULL = [
 ]
 
 
+GAN = [
+    (["--LAMDA=10"], "photos", "unknown setting --LAMDA; valid settings: DATA, COLOR_SPACE, IMAGE_SIZE"),
+    (["--DEPTH=three"], "photos", "--DEPTH expects int (like 5), got 'three'"),
+    (["--EPOCHS=-2"], "photos", "EPOCHS must be at least 1, got -2"),
+    (["--IMAGE_SIZE=48", "--DEPTH=5"], "photos", "IMAGE_SIZE must be a positive multiple of 2**DEPTH = 32, got 48"),
+    (["--IMAGE_SIZE=16", "--DEPTH=3"], "photos", "IMAGE_SIZE must be at least 24 for a discriminator with D_LAYERS=3, got 16"),
+    (["--COLOR_SPACE=hsv"], "photos", "COLOR_SPACE must be one of lab, yuv, got 'hsv'"),
+    (["--WARMUP_EPOCHS=5", "--EPOCHS=2"], "photos", "WARMUP_EPOCHS must be between 0 and EPOCHS (2), got 5"),
+    (["--RESUME=True", "--OUT_DIR={runs}/other"], "photos", "other/checkpoint: a checkpoint of the gan stage"),
+    (["--SEED=-1"], "photos", "SEED must be between 0 and 2**32 - 1, got -1"),
+    (["--RESUME=True", "--OUT_DIR={runs}/alpha"], "photos", "nothing to resume: {runs}/alpha holds no training run"),
+    (["--RESUME=True", "--OUT_DIR={runs}/beta"], "photos", "beta/checkpoint: a checkpoint of the beta stage (it lacks settings BETA_1, COLOR_SPACE"),
+    (["--DATA={runs}/only_bad"], "training", "only_bad: no readable photo for training among"),
+    (["--OUT_DIR={runs}/alpha"], "training", "alpha already holds the results of an earlier run: pass --OVERWRITE=True"),
+]
+
+
 @pytest.mark.parametrize("script, args, before, message",
                          [("alpha/train.py", *case) for case in ALPHA] + [("beta/train.py", *case) for case in BETA]
-                         + [("full/train.py", *case) for case in FULL])
+                         + [("full/train.py", *case) for case in FULL] + [("gan/train.py", *case) for case in GAN])
 def test_stage_mistakes_stop_in_one_line_before_long_work(script, args, before, message, corpus, other_runs, tmp_path,
                                                           monkeypatch, sentinels):
     folder, _ = corpus
@@ -332,7 +349,8 @@ def test_stage_mistakes_stop_in_one_line_before_long_work(script, args, before, 
 
     before_files = files()
     sentinels(before)
-    tiny = [f"--OUT_DIR={tmp_path / 'out'}", "--EPOCHS=1", "--IMAGE_SIZE=16"]
+    size = ["--IMAGE_SIZE=24", "--DEPTH=3", "--WARMUP_EPOCHS=1"] if script.startswith("gan") else ["--IMAGE_SIZE=16"]
+    tiny = [f"--OUT_DIR={tmp_path / 'out'}", "--EPOCHS=1", *size]
     with pytest.raises(UserError) as caught:
         run_stage(monkeypatch, script, *tiny, *args)
     assert message in str(caught.value) and one_line(caught.value), str(caught.value)

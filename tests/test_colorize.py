@@ -147,12 +147,32 @@ def test_fit_gamut_matches_scikit_image_and_keeps_lightness():
     assert ratio[~inside].max() < 1 and np.median(ratio[~inside]) > 0.2  # ... by giving up only some chroma
 
 
-def test_default_size_comes_from_the_settings_beside_the_model(models, tmp_path):
-    assert colorize.default_size(models["oracle"]) == colorize.DEFAULT_SIZE == 256
-    (tmp_path / "settings.json").write_text(json.dumps({"IMAGE_SIZE": 48, "EPOCHS": 2}))
-    assert colorize.default_size(tmp_path / "model.keras") == 48
-    assert colorize.working_shape(300, 451, 48) == ((32, 48), (32, 48))
-    assert colorize.working_shape(23, 37, 16) == ((10, 16), (16, 16))
+def test_working_settings_come_from_the_settings_beside_the_model(models, tmp_path):
+    assert colorize.saved_settings(models["oracle"]) == {"size": 256, "multiple": 8, "color_space": "lab"}
+    (tmp_path / "settings.json").write_text(json.dumps({"IMAGE_SIZE": 48, "EPOCHS": 2, "MULTIPLE": 32, "COLOR_SPACE": "yuv"}))
+    assert colorize.saved_settings(tmp_path / "model.keras") == {"size": 48, "multiple": 32, "color_space": "yuv"}
+    assert colorize.resolve_settings(tmp_path / "model.keras", size=64) == (64, 32, "yuv")  # given beats saved
+
+
+def test_the_working_size_is_the_shorter_side_as_in_training():
+    assert colorize.working_shape(300, 451, 48) == ((48, 72), (48, 72))
+    assert colorize.working_shape(23, 37, 16) == ((16, 26), (16, 32))
+    assert colorize.working_shape(20, 10000, 16) == ((1, 64), (8, 64))  # a panorama is capped at 4 x 16
+
+
+def test_a_yuv_model_that_needs_multiples_of_32_colours_with_its_saved_settings(tmp_path):
+    # Five halvings and back: it only returns its input's size for multiples of 32, and predicts no colour.
+    model = keras.Sequential([keras.Input((None, None, 1)), layers.AveragePooling2D(32), layers.UpSampling2D(32),
+                              layers.Conv2D(2, 1, kernel_initializer="zeros")], name="uv_zero")
+    model.save(tmp_path / "model.keras")
+    photo = np.random.default_rng(0).random((23, 37, 3)).astype(np.float32)
+    with pytest.raises(UserError, match="pad to a larger multiple"):
+        colorize.colorize(tmp_path / "model.keras", photo, size=16)  # no settings.json: multiples of 8
+    (tmp_path / "settings.json").write_text(json.dumps({"IMAGE_SIZE": 16, "MULTIPLE": 32, "COLOR_SPACE": "yuv"}))
+    result = colorize.colorize(tmp_path / "model.keras", photo)
+    y_in, y_out = lab.rgb_to_y_uv(photo)[0], lab.rgb_to_y_uv(result)[0]
+    np.testing.assert_allclose(y_out, y_in, atol=1e-5)  # the luma is the photo's own, at full size
+    assert np.abs(lab.rgb_to_y_uv(result)[1]).max() < 1e-5  # and uv = 0: grey in YUV, not in Lab
 
 
 def test_models_that_do_not_map_l_to_ab_are_refused_in_one_line(tmp_path):

@@ -81,3 +81,72 @@ def test_wrong_shapes_are_refused():
         lab.rgb_to_l_ab(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="one size"):
         lab.l_ab_to_rgb(np.zeros((4, 4, 1)), np.zeros((4, 5, 2)))
+
+
+# YUV (BT.601), the other colour space a stage can train in: y in [0, 1], uv = (U / 0.436, V / 0.615).
+
+
+def reference_yuv(rgb):
+    """BT.601 luma and colour differences, from the standard's formulas: U = 0.492 (B - Y), V = 0.877 (R - Y)."""
+    r, g, b = np.moveaxis(np.asarray(rgb, dtype=np.float64), -1, 0)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return np.stack([y, 0.492 * (b - y), 0.877 * (r - y)], axis=-1)
+
+
+def test_yuv_matches_the_bt601_formulas_and_scikit_image():
+    from skimage import color
+
+    rgb = np.random.default_rng(3).random((6, 7, 3))
+    y, uv = lab.rgb_to_y_uv(rgb)
+    expected = reference_yuv(rgb)
+    np.testing.assert_allclose(y[..., 0], expected[..., 0], atol=1e-6)
+    np.testing.assert_allclose(uv * [0.436, 0.615], expected[..., 1:], atol=2e-3)  # the formulas' 3 digits
+    np.testing.assert_allclose(np.concatenate([y, uv * [lab.U_SCALE, lab.V_SCALE]], -1), color.rgb2yuv(rgb), atol=1e-6)
+
+
+@pytest.mark.parametrize("rgb, expected_uv", [((0, 0, 1), (1, -0.163)), ((1, 1, 0), (-1, 0.163)), ((1, 0, 0), (-0.337, 1)),
+                                              ((0, 1, 1), (0.337, -1))])
+def test_yuv_scaling_puts_the_extreme_colours_at_plus_or_minus_one(rgb, expected_uv):
+    _, uv = lab.rgb_to_y_uv(np.array([[rgb]], dtype=np.float32))
+    np.testing.assert_allclose(uv[0, 0], expected_uv, atol=1e-3)
+
+
+def test_yuv_round_trip_and_range_over_the_rgb_cube():
+    axis = np.linspace(0, 1, 17)
+    cube = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).astype(np.float32)
+    y, uv = lab.rgb_to_y_uv(cube)
+    assert y.min() >= 0 and y.max() <= 1 + 1e-6
+    assert -1 - 1e-6 <= uv.min() and uv.max() <= 1 + 1e-6 and uv.min() < -0.99 and uv.max() > 0.99
+    np.testing.assert_allclose(lab.y_uv_to_rgb(y, uv), cube, atol=1e-5)
+    assert y.shape == cube.shape[:-1] + (1,) and uv.shape == cube.shape[:-1] + (2,) and uv.dtype == np.float32
+
+
+def test_grey_has_no_yuv_colour():
+    grey = np.repeat(np.linspace(0, 1, 50, dtype=np.float32)[:, None, None], 3, axis=-1)
+    y, uv = lab.rgb_to_y_uv(grey)
+    assert np.abs(uv).max() < 1e-6
+    np.testing.assert_allclose(y[:, 0, 0], np.linspace(0, 1, 50), atol=1e-6)  # luma of grey is the grey level
+
+
+def test_impossible_yuv_colours_are_clipped_into_rgb():
+    y = np.full((2, 2, 1), 0.5, dtype=np.float32)
+    uv = np.array([[[-1, 1], [1, 1]], [[-1, -1], [1, -1]]], dtype=np.float32)
+    rgb = lab.y_uv_to_rgb(y, uv)
+    assert rgb.min() >= 0 and rgb.max() <= 1
+
+
+@pytest.mark.parametrize("space, convert", [("lab", lab.rgb_to_l_ab), ("yuv", lab.rgb_to_y_uv)])
+def test_split_and_join_by_name(space, convert):
+    rgb = np.random.default_rng(4).random((5, 6, 3)).astype(np.float32)
+    grey, colour = lab.split(rgb, space)
+    np.testing.assert_array_equal(grey, convert(rgb)[0])
+    np.testing.assert_allclose(lab.join(grey, colour, space), rgb, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown colour space 'rgb'; choose one of lab, yuv"):
+        lab.split(rgb, "rgb")
+
+
+def test_wrong_yuv_shapes_are_refused():
+    with pytest.raises(ValueError, match="3 channels"):
+        lab.rgb_to_y_uv(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="one size"):
+        lab.y_uv_to_rgb(np.zeros((4, 4, 1)), np.zeros((4, 5, 2)))

@@ -128,3 +128,27 @@ def test_save_model_is_atomic(tmp_path):
     x = np.random.default_rng(0).random((1, 8, 8, 1), dtype=np.float32)
     np.testing.assert_allclose(keras.saving.load_model(tmp_path / "model.keras").predict(x, verbose=0),
                                model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_keep_best_keeps_the_epoch_with_the_lowest_validation_loss(tmp_path):
+    model = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(2, 1)])
+    checkpoint = training.Checkpoint(tmp_path / training.CHECKPOINT, keep_best="val_loss")
+    checkpoint.set_model(model)
+    checkpoint.on_train_begin()
+    for epoch, val_loss in enumerate([0.5, 0.3, 0.4, 0.35]):
+        for variable in model.weights:
+            variable.assign(np.full(variable.shape, float(epoch + 1), dtype="float32"))  # weights = epoch number
+        checkpoint.on_epoch_end(epoch, {"loss": 0.1, "val_loss": val_loss})
+    assert checkpoint.state["best_epoch"] == 2 and checkpoint.state["epoch"] == 4
+    assert training.restore_best(model, tmp_path) == 2
+    assert all(np.all(keras.ops.convert_to_numpy(v) == 2.0) for v in model.weights)  # epoch 2's, not the last
+
+
+def test_restore_best_without_a_kept_epoch_is_a_clear_error(tmp_path):
+    model = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(2, 1)])
+    checkpoint = training.Checkpoint(tmp_path / training.CHECKPOINT)  # keep_best not asked for
+    checkpoint.set_model(model)
+    checkpoint.on_train_begin()
+    checkpoint.on_epoch_end(0, {"loss": 0.1, "val_loss": 0.2})
+    with pytest.raises(training.UserError, match="no best epoch was kept"):
+        training.restore_best(model, tmp_path)
