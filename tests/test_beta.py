@@ -92,7 +92,8 @@ def test_beta_resumes_after_being_killed(script, tmp_path):
     assert metrics["epochs"] == done + 2 and len(history["loss"]) == len(history["val_loss"]) == done + 2
     assert history["loss"][:done] == killed["history"]["loss"]  # the epochs before the kill are kept
     assert len(list((out / "grids").iterdir())) == done + 2
-    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [f"epoch-{done + 2:04d}.weights.h5", "state.json"]
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "best.weights.h5", f"epoch-{done + 2:04d}.weights.h5", "state.json"]
 
 
 def test_beta_stops_with_one_line_on_a_folder_without_photos(script, tmp_path):
