@@ -46,6 +46,7 @@ config = settings.apply(globals())  # --NAME=value from the terminal; nothing in
 settings.check(IMAGE_SIZE >= 1, f"IMAGE_SIZE must be a positive number of pixels, got {IMAGE_SIZE}")
 settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
 settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
+settings.check(0 <= SEED < 2**32, f"SEED must be between 0 and 2**32 - 1, got {SEED}")
 keras.utils.set_random_seed(SEED)
 
 # %% [markdown]

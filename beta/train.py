@@ -69,6 +69,9 @@ settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
 settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be between 0 and 1, got {VALIDATION_FRACTION}")
 settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
 settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
+settings.check(0 <= SEED < 2**32, f"SEED must be between 0 and 2**32 - 1, got {SEED}")
+if RESUME:
+    training.check_resume(OUT_DIR, config)  # a wrong OUT_DIR stops here, before any photo is read
 keras.utils.set_random_seed(SEED)
 policy = speed.mixed_precision(MIXED_PRECISION)  # before the model is built: its layers take this policy
 jit_compile = speed.jit_compile(JIT_COMPILE)

@@ -41,12 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from colorlab import UserError, images, lab
+from colorlab import UserError, files, images, lab
 
 DEFAULT_SIZE = 256  # working size when none is given and the model has no settings.json beside it
 MULTIPLE = 8  # three stride-2 layers: the working size is padded to a multiple of 2**3
 MAX_ASPECT = 4  # the working size's longer side is at most this many times its shorter side
 BATCH = 8  # photos per model call
+MAX_BATCH_PIXELS = 12_000_000  # fewer photos per call when they are large: each pixel costs ~120 bytes in flight
 FORMATS = ("png", "jpg", "webp", "tif", "bmp")
 
 # How to compute a model input other than l, by the input's name: a function from the batch of
@@ -185,7 +186,7 @@ def colorize_batch(model, photos, size=None, multiple=None, color_space=None):
     ls, works = [], []
     for photo in photos:
         rgb = images.load(photo) if isinstance(photo, (str, os.PathLike)) else _as_rgb(photo)
-        l = lab.split(rgb, color_space)[0]  # (H, W, 1): the full-resolution lightness (l, or y in YUV)
+        l = _by_rows(lambda rgb: lab.split(rgb, color_space)[0], rgb)  # (H, W, 1): the full-resolution lightness (l, or y in YUV)
         (h, w), padded = working_shape(l.shape[0], l.shape[1], size, multiple, fixed)
         rgb_work = np.clip(images.resize(rgb, h, w, "lanczos"), 0.0, 1.0)  # as the stages load photos
         ls.append(l)
@@ -251,8 +252,18 @@ def join(l, ab_work, color_space="lab"):
     """
     ab = images.resize(ab_work, l.shape[0], l.shape[1], "bilinear")  # (H, W, 2)
     if color_space != "lab":
-        return lab.join(l, ab, color_space)
-    return lab.l_ab_to_rgb(l, fit_gamut(l, ab))
+        return _by_rows(lambda l, ab: lab.join(l, ab, color_space), l, ab)
+    return _by_rows(lambda l, ab: lab.l_ab_to_rgb(l, fit_gamut(l, ab)), l, ab)
+
+
+def _by_rows(convert, *arrays, pixels=1_000_000):
+    """``convert(*arrays)`` for a per-pixel conversion, done a band of rows at a time: the same result,
+    but its temporary arrays (several times the photo, in float64 inside scikit-image) stay small."""
+    height, width = arrays[0].shape[:2]
+    rows = max(1, pixels // max(1, width))
+    if height <= rows:
+        return convert(*arrays)
+    return np.concatenate([convert(*(a[top : top + rows] for a in arrays)) for top in range(0, height, rows)])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -318,21 +329,21 @@ def find_photos(paths, exclude=None):
     A path that does not exist is a UserError. Photos under ``exclude`` (the output folder, when it lies
     inside an input folder) are left out, so that a second run does not colour its own outputs.
     """
-    exclude = Path(exclude).resolve() if exclude is not None else None
+    exclude = _real(exclude) if exclude is not None else None
     found, seen = [], set()
     for arg in paths:
         path = Path(arg)
         if path.is_dir():
-            inside = exclude is not None and exclude != path.resolve() and exclude.is_relative_to(path.resolve())
+            inside = exclude is not None and exclude != _real(path) and exclude.is_relative_to(_real(path))
             pairs = [(p, p.relative_to(path)) for p in images.list_images(path)]
             if inside:
-                pairs = [(p, r) for p, r in pairs if not p.resolve().is_relative_to(exclude)]
+                pairs = [(p, r) for p, r in pairs if not _real(p).is_relative_to(exclude)]
         elif path.exists() or path.is_symlink():
             pairs = [(path, Path(path.name))]
         else:
             raise UserError(f"{path}: no such file or folder")
         for photo, relative in pairs:
-            key = photo.resolve()
+            key = _real(photo)
             if key not in seen:
                 seen.add(key)
                 found.append((photo, relative))
@@ -354,12 +365,12 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=None, fmt="
 
     jobs, skipped, failures = [], 0, []
     claimed = {}
-    inputs = {photo.resolve() for photo, _ in found}
+    inputs = {_real(photo) for photo, _ in found}
     for photo, relative in found:
         target = out_dir / relative.with_suffix("." + fmt)
         if target in claimed:
             failures.append(f"{photo}: its output {target} is already the output of {claimed[target]}")
-        elif target.resolve() in inputs:
+        elif _real(target) in inputs:
             failures.append(f"{photo}: its output would overwrite the input photo {target}; choose another --out")
         elif target.exists() and not overwrite:
             claimed[target] = photo
@@ -373,15 +384,13 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=None, fmt="
     print(f"colouring {plural(len(jobs), 'photo')} with {model_path} (working size {size}) into {out_dir}", flush=True)
     done = 0
     with tqdm(total=len(jobs), unit="photo", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
-        for start in range(0, len(jobs), batch):
-            loaded = []
-            for photo, target in jobs[start : start + batch]:
-                try:
-                    loaded.append((photo, target, images.load(photo)))
-                except images.ImageError as error:
-                    failures.append(str(error))
-                    tqdm.write(f"failed: {error}", file=sys.stderr)
-                    bar.update()
+        def failed(job, error):
+            failures.append(str(error))
+            tqdm.write(f"failed: {error}", file=sys.stderr)
+            bar.update()
+
+        for loaded in batches(jobs, lambda job: images.load(job[0]), batch, on_error=failed):
+            loaded = [(photo, target, rgb) for (photo, target), rgb in loaded]
             for photo, target, rgb in _colorize_each(model, loaded, size, multiple, color_space):
                 try:
                     if isinstance(rgb, Exception):
@@ -389,6 +398,9 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=None, fmt="
                     target.parent.mkdir(parents=True, exist_ok=True)
                     images.save(target, rgb)
                     done += 1
+                except files.WriteError as error:  # a full disk: every next photo would fail the same way
+                    raise UserError(f"{error}. {done} photos were coloured before it; run the same command again "
+                                    f"to do the rest (the ones done are skipped)") from None
                 except (OSError, MemoryError) as error:
                     problem = "too large for the memory available" if isinstance(error, MemoryError) else (
                         f"cannot write {target} ({error.strerror or error})")
@@ -397,13 +409,33 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=None, fmt="
                 bar.update()
 
     summary = f"{done} colourised, {skipped} skipped, {len(failures)} failed"
-    notes = []
     if skipped:
-        notes.append(f"skipped: their output already exists in {out_dir}; --overwrite replaces them")
-    if failures:
-        notes.append("failed: see the messages above")
-    print(summary + (f" ({'; '.join(notes)})" if notes else ""))
+        summary += f" (skipped: their output already exists in {out_dir}; --overwrite replaces them)"
+    print(summary + (":" if failures else "") + "".join(f"\n  {failure}" for failure in failures))
     return 1 if failures else 0
+
+
+def batches(items, load, size=BATCH, max_pixels=MAX_BATCH_PIXELS, on_error=None):
+    """Load ``items`` one by one with ``load`` and yield lists of ``(item, rgb)``: ``size`` photos, or fewer
+    once they hold ``max_pixels`` pixels, so that a folder of camera photos needs no more memory than one
+    of small ones. A photo that cannot be read goes to ``on_error(item, error)`` (without it, it raises).
+    """
+    batch, pixels = [], 0
+    for item in items:
+        try:
+            rgb = load(item)
+        except images.ImageError as error:
+            if on_error is None:
+                raise
+            on_error(item, error)
+            continue
+        batch.append((item, rgb))
+        pixels += rgb.shape[0] * rgb.shape[1]
+        if len(batch) >= size or pixels >= max_pixels:
+            yield batch
+            batch, pixels = [], 0
+    if batch:
+        yield batch
 
 
 def _colorize_each(model, loaded, size, multiple, color_space):
@@ -486,6 +518,12 @@ def _pad(l, height, width):
     """Pad (h, w, 1) at the bottom and right to (height, width), mirroring the edge."""
     h, w = l.shape[:2]
     return np.pad(l, ((0, height - h), (0, width - w), (0, 0)), mode="symmetric")
+
+
+def _real(path):
+    """The absolute path with every symbolic link resolved; unlike ``Path.resolve``, a link loop is not an
+    error here (loading it is, with a one-line message)."""
+    return Path(os.path.realpath(path))
 
 
 def _input_name(tensor):

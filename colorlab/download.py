@@ -31,6 +31,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def fetch(url, dest, md5=None, keep_archive=False, overwrite=False, retries=3, t
     dropped connection. ``timeout``: seconds without data before a connection counts as dropped.
     ``progress``: show progress bars (default: when writing to a terminal).
     """
+    if not isinstance(url, str) or urllib.parse.urlparse(url).scheme.lower() not in ("http", "https", "ftp", "file"):
+        raise UserError(f"--URL must be a web address (https://...) or a file:///path/to/archive, got {url!r}")
     dest = Path(dest)
     if md5 is not None:
         md5 = str(md5).strip().lower()
@@ -160,6 +163,9 @@ def unpack(archive, dest, info=None, progress=None):
         os.replace(content, dest)
     except (tarfile.ReadError, tarfile.CompressionError, tarfile.HeaderError, EOFError, zlib.error,
             gzip.BadGzipFile) as error:
+        if zipfile.is_zipfile(archive):
+            raise BadArchive(f"{archive}: a zip archive; this script unpacks tar archives (.tgz, .tar.gz, .tar.bz2, "
+                             f".tar.xz, .tar): unpack it yourself and give its folder to the stage") from None
         raise BadArchive(f"{archive}: the archive is corrupt or truncated ({error or type(error).__name__})") from None
     except OSError as error:
         raise UserError(f"{dest}: cannot unpack {archive.name} ({error.strerror or error})") from None

@@ -117,6 +117,8 @@ class Cache:
         """
         start = time.perf_counter()
         hits_before, computed_before = self.hits, self.computed
+        if self.folder.is_dir():
+            files.remove_temporaries(self.folder)  # half-written by runs that were killed (not those still running)
         digests = {}
         for path in paths:
             try:
@@ -210,7 +212,7 @@ class EmbeddedPhotos(data.Photos):
         self._thread = threading.local()  # the photos of the batch that this worker thread is cutting
         for path, row in zip(self.paths, self.embeddings):  # no embedding (unreadable for the cache): never used
             if not np.all(np.isfinite(row)):
-                self.skipped.setdefault(path, "no embedding: the photo could not be read")
+                self.skipped.setdefault(path, _why_unreadable(path))
 
     @classmethod
     def attach(cls, photos, embeddings):
@@ -247,6 +249,15 @@ class EmbeddedPhotos(data.Photos):
         crop = super()._centre_crop(i)
         self._thread.used.append(self._thread.last)
         return crop
+
+
+def _why_unreadable(path):
+    """Why a photo got no embedding, in the words of ``images.load`` (for the list of skipped files)."""
+    try:
+        images.load(path, 8)
+    except images.ImageError as error:
+        return error.problem
+    return "no embedding: the photo could not be read"
 
 
 def predictor(embed):

@@ -112,17 +112,15 @@ def evaluate(model, photos, size=None, batch=colorize.BATCH, multiple=None, limi
         model = colorize.load_model(path)
     found = spread([photo for photo, _ in colorize.find_photos(photos)], limit)
     rows = []
-    for start in range(0, len(found), batch):
-        loaded = []
-        for path in found[start : start + batch]:
-            try:
-                loaded.append((path, images.load(path)))
-            except images.ImageError as error:
-                if on_error is None:
-                    raise
-                on_error(error)
-                if progress:
-                    progress()
+
+    def failed(item, error):
+        if on_error is None:
+            raise error
+        on_error(error)
+        if progress:
+            progress()
+
+    for loaded in colorize.batches(found, images.load, batch, on_error=failed):  # bounded in photos and pixels
         outputs = colorize.colorize_batch(model, [rgb for _, rgb in loaded], size, multiple, color_space)  # as colorize does
         for (path, rgb), result in zip(loaded, outputs):
             row = {"photo": str(path), "width": rgb.shape[1], "height": rgb.shape[0]}
@@ -236,7 +234,7 @@ def run(paths, model_path, out_dir=None, size=None, batch=colorize.BATCH, multip
         })
         print(f"wrote metrics.csv (one row per photo) and summary.json to {out_dir}")
     if failures:
-        print(f"{len(failures)} of {total} photos failed: see the messages above")
+        print(f"{len(failures)} of {total} photos failed:" + "".join(f"\n  {failure}" for failure in failures))
     return 1 if failures else 0
 
 

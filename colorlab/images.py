@@ -5,6 +5,7 @@ Handled: JPEG, PNG, WebP, BMP, TIFF (and whatever else Pillow reads); greyscale,
 animated files (the first frame is used).
 """
 
+import errno
 import os
 import warnings
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from colorlab import UserError
 from colorlab.files import atomic_path
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 class ImageError(UserError):
@@ -50,6 +51,10 @@ def load_8bit(path, size=None, side="longer"):
         if size is not None:
             scale = size / (max(image.size) if side == "longer" else min(image.size))
             target = tuple(max(1, round(n * scale)) for n in image.size)
+            if Image.MAX_IMAGE_PIXELS and target[0] * target[1] > Image.MAX_IMAGE_PIXELS:  # a panorama, a typo
+                raise ImageError(path, f"refused: scaled to {size} pixels on its {side} side, this {image.size[0]}x"
+                                       f"{image.size[1]} photo would have {target[0]}x{target[1]} pixels, more than "
+                                       f"the {Image.MAX_IMAGE_PIXELS} that are safe to hold")
             if image.format == "JPEG" and scale < 1:
                 image.draft(None, target)  # let the JPEG decoder shrink by 1/2, 1/4 or 1/8 for free
         try:
@@ -122,7 +127,9 @@ def resize(array, height, width, resample="bilinear"):
 def _open(path):
     path = Path(path)
     if not path.exists():
-        raise ImageError(path, "broken symbolic link" if path.is_symlink() else "no such file")
+        if path.is_symlink():
+            raise ImageError(path, "symbolic link loop" if _loops(path) else "broken symbolic link")
+        raise ImageError(path, "no such file")
     if path.is_dir():
         raise ImageError(path, "is a folder, not a photo")
     try:
@@ -137,6 +144,14 @@ def _open(path):
         raise ImageError(path, f"refused: {error}") from None
     except OSError as error:
         raise ImageError(path, f"cannot read the file ({error.strerror or error})") from None
+
+
+def _loops(path):
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
 
 
 def _upright(image):

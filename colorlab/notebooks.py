@@ -11,6 +11,7 @@ import sys
 import jupytext
 import nbformat
 
+from colorlab import files
 from colorlab.settings import REPO_ROOT
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -46,7 +47,8 @@ def main(argv):
         if check:
             print(f"stale notebook: {source.with_suffix('.ipynb').relative_to(REPO_ROOT)} differs from its source")
         else:
-            nbformat.write(build(source), source.with_suffix(".ipynb"))
+            with files.atomic_path(source.with_suffix(".ipynb")) as tmp:  # a kill mid-write leaves the old one
+                nbformat.write(build(source), str(tmp))
             print(f"wrote {source.with_suffix('.ipynb').relative_to(REPO_ROOT)}")
     return 1 if check and changed else 0
 

@@ -32,6 +32,7 @@ import importlib.util
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +90,11 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
     """
     out_dir = Path(out_dir)
     folder = out_dir / CHECKPOINT
+    if resume:
+        check_resume(out_dir, settings)
     state = load_checkpoint(model, folder) if resume else None
-    if resume and state is None:
-        raise UserError(f"nothing to resume: {folder} holds no checkpoint; start a new run without RESUME=True")
+    if resume and state is None:  # killed (or diverged) before its first epoch was saved: that is epoch 0
+        print(f"note: the run in {out_dir} stopped before its first epoch was saved: starting it from the beginning")
     if state is None:
         for name in (CHECKPOINT, GRIDS, LOGS):  # an earlier run's leftovers would mix with this run's
             shutil.rmtree(out_dir / name, ignore_errors=True)
@@ -131,8 +134,8 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
         raise
     finally:
         skipped = {**getattr(train, "skipped", {}), **getattr(validation, "skipped", {})}
-        listed = " (listed above as they were found)" if skipped else ""
-        print(f"{len(skipped)} unreadable file{'' if len(skipped) == 1 else 's'} skipped{listed}")
+        listed = "".join(f"\n  {path}: {problem}" for path, problem in sorted(skipped.items()))
+        print(f"{len(skipped)} unreadable file{'' if len(skipped) == 1 else 's'} skipped{':' if skipped else ''}{listed}")
     if stop.found is not None:
         epoch, where, loss = stop.found
         good = checkpoint.state["epoch"]
@@ -141,6 +144,53 @@ def fit(model, train, validation=None, *, epochs, out_dir, resume=False, example
                                f"A lower LEARNING_RATE usually helps")
     return Run(history=checkpoint.state["history"], seconds=checkpoint.state["seconds"],
                epochs=checkpoint.state["epoch"])
+
+
+def check_resume(out_dir, settings=None):
+    """Stop with a one-line UserError unless ``out_dir`` holds a run that ``resume=True`` can continue:
+    a checkpoint, or the ``checkpoint`` folder of a run stopped before its first epoch was saved.
+
+    With the run's ``settings``, a checkpoint written by another stage (each side has settings the other
+    lacks) is refused too. A stage calls it before reading any photo, so that a wrong OUT_DIR costs no time.
+    """
+    folder = Path(out_dir) / CHECKPOINT
+    if not folder.is_dir():
+        raise UserError(f"nothing to resume: {out_dir} holds no training run of a stage (no {CHECKPOINT} folder); "
+                        f"check --OUT_DIR, or start a new run without --RESUME=True")
+    state = _read_state(folder)
+    if state is None:
+        return
+    if not (folder / state["model"]).is_file():
+        raise UserError(f"{folder / 'state.json'}: names {state['model']}, which is missing; the checkpoint cannot "
+                        f"be resumed: start a new run with --OVERWRITE=True")
+    theirs, ours = set(state.get("settings") or {}), set(settings or {})
+    stage, our_stage = state.get("stage"), _stage()
+    other_stage = stage and our_stage and stage != our_stage  # and not a copy of this stage: other settings too
+    if theirs and ours and theirs != ours and (other_stage or (theirs - ours and ours - theirs)):
+        which = f"the {stage} stage" if stage else "another stage"
+        extra = f"it has settings {', '.join(sorted(theirs - ours))} this one has not" if theirs - ours else \
+            f"it lacks settings {', '.join(sorted(ours - theirs))}"
+        raise UserError(f"{folder}: a checkpoint of {which} ({extra}); resume it with its own stage, or check --OUT_DIR")
+
+
+def _stage():
+    """The folder of the stage file being run ("beta" for beta/train.py), or None (in a notebook)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return Path(path).resolve().parent.name if path and not path.endswith("ipykernel_launcher.py") else None
+
+
+def _read_state(folder):
+    """The checkpoint's state.json as a dict, None if there is none, a UserError if it is damaged."""
+    path = Path(folder) / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: unreadable checkpoint state ({error})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), str) or not isinstance(state.get("epoch"), int):
+        raise UserError(f"{path}: not a checkpoint state written by colorlab.training")
+    return state
 
 
 def save_model(model, path):
@@ -297,18 +347,25 @@ class Checkpoint(keras.callbacks.Callback):
         for name, value in logs.items():
             history.setdefault(name, []).append(value)
         model_file = f"epoch-{epoch + 1:04d}.weights.h5"
-        with files.atomic_path(self.folder / model_file) as tmp:
-            self.model.save_weights(tmp)
-        best_epoch = self.state.get("best_epoch")
-        if self.keep_best in logs and logs[self.keep_best] <= min(history[self.keep_best]):
-            with files.atomic_path(self.folder / BEST) as tmp:
-                shutil.copyfile(self.folder / model_file, tmp)
-            best_epoch = epoch + 1
-        state = {"epoch": epoch + 1, "model": model_file, "best_epoch": best_epoch, "history": history,
-                 "settings": self.settings,
-                 "seconds": self._seconds_before + time.perf_counter() - self._start,
-                 "random_states": [np.asarray(v.numpy()).tolist() for v in random_states(self.model)]}
-        files.write_json(self.folder / "state.json", state)  # the commit: from now on, resume uses this epoch
+        try:
+            with files.atomic_path(self.folder / model_file) as tmp:
+                self.model.save_weights(tmp)
+            best_epoch = self.state.get("best_epoch")
+            if self.keep_best in logs and logs[self.keep_best] <= min(history[self.keep_best]):
+                with files.atomic_path(self.folder / BEST) as tmp:
+                    shutil.copyfile(self.folder / model_file, tmp)
+                best_epoch = epoch + 1
+            state = {"epoch": epoch + 1, "model": model_file, "best_epoch": best_epoch, "history": history,
+                     "settings": self.settings,
+                     "seconds": self._seconds_before + time.perf_counter() - self._start,
+                     "random_states": [np.asarray(v.numpy()).tolist() for v in random_states(self.model)],
+                     "stage": _stage()}
+            files.write_json(self.folder / "state.json", state)  # the commit: from now on, resume uses this epoch
+        except files.WriteError as error:  # a full disk: say what is kept, in one line
+            done = self.state["epoch"]
+            kept = (f"the checkpoint of epoch {done} is intact: free some space, then continue with --RESUME=True"
+                    if done else "no epoch was saved yet")
+            raise files.WriteError(self.folder, error.reason, f"epoch {epoch + 1} was not saved; {kept}") from None
         self.state = state
         for old in self.folder.glob("epoch-*.weights.h5"):
             if old.name != model_file:
@@ -319,25 +376,42 @@ def load_checkpoint(model, folder):
     """Load the checkpoint in ``folder`` into ``model`` (weights and optimizer state); return its state
     dict (``epoch``, ``history``, ``seconds``, ``settings``), or None if there is no checkpoint."""
     folder = Path(folder)
-    try:
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    state = _read_state(folder)
+    if state is None:
         return None
-    except (OSError, ValueError) as error:
-        raise UserError(f"{folder / 'state.json'}: unreadable checkpoint state ({error})") from None
     path = folder / state["model"]
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # so that its saved state has somewhere to go
+    rates = _learning_rates(model)
     try:
         model.load_weights(path)
     except (OSError, ValueError) as error:
-        raise UserError(f"{path}: cannot load this checkpoint into the model ({error})") from None
+        problem = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: cannot load this checkpoint into the model ({problem}); was it written by "
+                        f"another stage, or with other settings?") from None
+    for optimizer, rate in rates:  # the weights file holds the rate of the run that wrote it: the setting wins
+        optimizer.learning_rate = rate
     saved = state.get("random_states") or []
     variables = random_states(model)
     if len(saved) == len(variables):
         for variable, value in zip(variables, saved):
             variable.assign(np.asarray(value, dtype=variable.dtype))
     return state
+
+
+def _learning_rates(model):
+    """``(optimizer, learning rate)`` of every optimizer the model holds with a plain (not scheduled) rate."""
+    found = [getattr(model, "optimizer", None)] + [value for value in vars(model).values()
+                                                   if isinstance(value, keras.optimizers.Optimizer)]
+    found += [inner for optimizer in found for inner in getattr(optimizer, "optimizers", [])]  # a GAN's, wrapped
+    rates, seen = [], set()
+    for optimizer in found:
+        if optimizer is None or id(optimizer) in seen:
+            continue
+        seen.add(id(optimizer))
+        if not isinstance(getattr(optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
+            rates.append((optimizer, float(keras.ops.convert_to_numpy(optimizer.learning_rate))))
+    return rates
 
 
 def restore_best(model, out_dir):

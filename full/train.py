@@ -94,6 +94,9 @@ settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
 settings.check(CLASSIFIER in classifiers.CLASSIFIERS,
                f"unknown CLASSIFIER {CLASSIFIER!r}; choose one of: {', '.join(classifiers.CLASSIFIERS)}")
 settings.check(not Path(EMBEDDING_CACHE).is_file(), f"EMBEDDING_CACHE must be a folder; {EMBEDDING_CACHE} is a file")
+settings.check(0 <= SEED < 2**32, f"SEED must be between 0 and 2**32 - 1, got {SEED}")
+if RESUME:
+    training.check_resume(OUT_DIR, config)  # a wrong OUT_DIR stops here, before any photo is read
 keras.utils.set_random_seed(SEED)
 
 # %% [markdown]

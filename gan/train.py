@@ -92,6 +92,9 @@ settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNIN
 settings.check(0 <= BETA_1 < 1, f"BETA_1 must be in [0, 1), got {BETA_1}")
 settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be between 0 and 1, got {VALIDATION_FRACTION}")
 settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
+settings.check(0 <= SEED < 2**32, f"SEED must be between 0 and 2**32 - 1, got {SEED}")
+if RESUME:
+    training.check_resume(OUT_DIR, config)  # a wrong OUT_DIR stops here, before any photo is read
 backends.check_backend()  # TensorFlow, JAX or PyTorch: the ones this stage can take gradients with
 keras.utils.set_random_seed(SEED)
 policy = speed.mixed_precision(MIXED_PRECISION)  # before the networks are built: their layers take this policy

@@ -377,9 +377,9 @@ def test_the_saved_model_needs_only_l_and_matches_the_trained_colouriser(full_ru
     embed = complete.get_layer("embedder")  # the classifier, inside the model
     trained = keras.models.clone_model(complete.get_layer("colouriser"))  # (l, embedding) -> ab, new weights
     trained.compile(optimizer=keras.optimizers.Adam(), loss="mse")
-    assert training.load_checkpoint(trained, tmp / "out" / "checkpoint")["epoch"] == 3
-    best = json.loads((tmp / "out" / "metrics.json").read_text())["best_epoch"]
-    assert training.restore_best(trained, tmp / "out") == best  # the saved model holds the best epoch's weights
+    state = training.load_checkpoint(trained, tmp / "out" / "checkpoint")
+    assert state["epoch"] == 3
+    assert training.restore_best(trained, tmp / "out") == state["best_epoch"]  # the saved model is the best epoch
     rng = np.random.default_rng(0)
     for height, width in [(8, 8), (24, 16), (40, 56)]:
         l = rng.random((2, height, width, 1), dtype=np.float32)
