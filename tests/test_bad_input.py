@@ -238,8 +238,8 @@ def other_runs(tmp_path_factory, corpus):
     for name in ("model.keras", "result.png", "settings.json"):
         (root / "alpha" / name).write_bytes(b"an alpha result")
     beta_names = {name: None for name in ("DATA", "IMAGE_SIZE", "ZOOM", "BATCH_SIZE", "STEPS_PER_EPOCH", "EPOCHS",
-                                          "VALIDATION_FRACTION", "LEARNING_RATE", "WORKERS", "SEED", "OUT_DIR",
-                                          "OVERWRITE", "RESUME")}
+                                          "VALIDATION_FRACTION", "LEARNING_RATE", "WORKERS", "MIXED_PRECISION",
+                                          "JIT_COMPILE", "SEED", "OUT_DIR", "OVERWRITE", "RESUME")}
     train = data.Photos([ROOT / "data" / "samples" / "chelsea.jpg"], 8, 2, 1)
     # Checkpoints of another network: one of a stage with other settings ("gan"), one of the beta stage, and
     # one with beta's settings but written from a notebook, where the stage is unknown ("mismatch").
