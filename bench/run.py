@@ -1,7 +1,7 @@
 """How fast is colorlab? Training and colouring speed of every stage, side by side, on this machine.
 
-    python bench/run.py                      # the full run (minutes on a CPU, seconds on a GPU)
-    python bench/run.py --quick              # about a minute on a 2-core CPU: small crops, few repeats
+    python bench/run.py                      # the full run (an hour on a 2-core CPU; minutes on a GPU)
+    python bench/run.py --quick              # about 2 minutes on a 2-core CPU: small crops, few repeats
     python bench/run.py --backend jax        # any Keras backend; on a GPU, install its GPU build first
     python bench/run.py --size 256 --batch 8 --json outputs/bench/cpu.json
 
@@ -25,7 +25,11 @@ RATIOS hold even where absolute timings do not:
   measurement where Linux allows it; on a GPU, the backend's peak device memory too).
 
 The photos are generated from ``data/samples`` (64 JPEGs of 640x480 and 8 of 1024x768, in
-``outputs/bench/photos``, ignored by git). The table comes last; ``--json`` keeps every number.
+``outputs/bench/photos``, ignored by git). The table comes last; ``--json`` keeps every number,
+including the ratio of every round (``paired_ratios_per_round``), to show how much they vary.
+``--quick`` measures training for every stage, and precision, ``colorize`` and the cost table for beta
+only, with a small classifier for the full stage: a check that everything runs, with rough ratios.
+Timing a GPU: ``pip install "jax[cuda12]"`` and ``python bench/run.py --backend jax``.
 """
 
 import argparse
@@ -41,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {  # full run / --quick
     "size": (256, 64), "batch": (8, 4), "min_steps": (2, 3), "chunk_seconds": (2.0, 0.3), "rounds": (7, 3),
     "scale_sizes": ("256,512,1024", "128,256"), "scale_batches": ("1,4,8", "1,4"),
-    "colorize_photos": (8, 4), "repeats": (5, 3), "classifier": ("inception_resnet_v2", "mobilenet_v3_small"), "cell_budget": (60.0, 3.0), "cell_repeats": (2, 1),
+    "colorize_photos": (8, 4), "repeats": (5, 3), "classifier": ("inception_resnet_v2", "mobilenet_v3_small"),
+    "cell_budget": (60.0, 3.0), "cell_repeats": (2, 1),
 }
 
 
@@ -49,15 +54,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
                         default=os.environ.get("KERAS_BACKEND", "tensorflow"), help="Keras backend (default tensorflow)")
-    parser.add_argument("--quick", action="store_true", help="small crops and few repeats: about a minute on a 2-core CPU")
+    parser.add_argument("--quick", action="store_true", help="small crops and few repeats: about 2 minutes on a 2-core CPU")
     parser.add_argument("--size", type=int, help="training crop side in pixels (default 256; 64 with --quick)")
     parser.add_argument("--batch", type=int, help="crops per training step (default 8; 4 with --quick)")
     parser.add_argument("--steps", type=int, help="training steps per timed chunk (default: enough for about 2 s, "
-                        "at least 4; 0.5 s and 3 with --quick)")
+                        "at least 2; 0.3 s and 3 with --quick)")
     parser.add_argument("--rounds", type=int, help="timed rounds; each compared variant runs once per round (default 7; 3 with --quick)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="reading threads of the photo pipeline (default: the CPU cores, at most 8)")
-    parser.add_argument("--work-size", type=int, default=256, help="colorize's working size (longer side the model sees)")
+    parser.add_argument("--work-size", type=int, default=256, help="colorize's working size (the shorter side the model sees)")
     parser.add_argument("--photo-size", default="1024x768", help="size of the photos colorize colours, WxH")
     parser.add_argument("--scale-sizes", help="photo sides for the cost table (default 256,512,1024)")
     parser.add_argument("--scale-batches", help="batch sizes for the cost table (default 1,4,8)")
@@ -592,6 +597,9 @@ def measure_precision(stage):
     skipped = {}
     if ARGS.quick and not on_gpu:  # CPUs emulate float16, several times slower: too long for --quick
         skipped["mixed_float16"] = "skipped with --quick on a CPU (float16 is emulated, ~8x slower)"
+        settings.pop("mixed_float16")
+    if stage.name == "gan" and ARGS.backend == "jax" and "mixed_float16" in settings:
+        skipped["mixed_float16"] = "the GAN's own step has float16 loss scaling on TensorFlow and PyTorch only"
         settings.pop("mixed_float16")
     if ARGS.quick and not on_gpu:
         skipped["float32 + jit"] = "skipped with --quick on a CPU (XLA compiles for seconds and rarely helps a CPU)"

@@ -45,18 +45,24 @@ def accelerator():
     return None
 
 
-def mixed_precision(setting="auto"):
+def mixed_precision(setting="auto", custom_step=False):
     """Set Keras's global dtype policy from a ``MIXED_PRECISION`` setting; returns the policy's name.
 
     ``setting``: "auto" (float16 on a GPU or TPU, float32 on a CPU), True (or "float16"),
     "bfloat16", or False. Call it before the model is built: each layer takes the policy in force
-    when it is created.
+    when it is created. ``custom_step``: the model takes its gradients itself
+    (``colorlab.backends.minimize``), whose float16 loss scaling works on TensorFlow and PyTorch; on
+    JAX "auto" then picks bfloat16 (no loss scaling needed) and float16 is refused.
     """
     choice = _parse(setting, "MIXED_PRECISION", ("auto", "float16", "bfloat16"))
+    jax_custom = custom_step and keras.backend.backend() == "jax"
     if choice == "auto":
-        choice = "float16" if accelerator() else False
+        choice = ("bfloat16" if jax_custom else "float16") if accelerator() else False
     elif choice is True:
         choice = "float16"
+    if choice == "float16" and jax_custom:
+        raise SettingsError('MIXED_PRECISION float16 needs loss scaling, which this stage\'s own training step has on '
+                            'TensorFlow and PyTorch only; on JAX use MIXED_PRECISION=bfloat16')
     policy = POLICIES[choice] if choice else "float32"
     keras.config.set_dtype_policy(policy)
     return policy

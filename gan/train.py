@@ -97,7 +97,7 @@ if RESUME:
     training.check_resume(OUT_DIR, config)  # a wrong OUT_DIR stops here, before any photo is read
 backends.check_backend()  # TensorFlow, JAX or PyTorch: the ones this stage can take gradients with
 keras.utils.set_random_seed(SEED)
-policy = speed.mixed_precision(MIXED_PRECISION)  # before the networks are built: their layers take this policy
+policy = speed.mixed_precision(MIXED_PRECISION, custom_step=True)  # before the networks are built (see Training)
 jit_compile = speed.jit_compile(JIT_COMPILE)
 print(speed.describe(policy, jit_compile))
 

@@ -22,6 +22,8 @@ def test_mixed_precision_settings():
     assert speed.mixed_precision(False) == speed.mixed_precision("false") == "float32"
     with pytest.raises(settings.SettingsError, match="MIXED_PRECISION must be one of"):
         speed.mixed_precision("half")
+    if keras.backend.backend() != "jax":
+        assert speed.mixed_precision(True, custom_step=True) == "mixed_float16"  # loss scaling: backends.minimize
 
 
 def test_jit_compile_settings():
