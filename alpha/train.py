@@ -42,11 +42,7 @@ OUT_DIR = "outputs/alpha"  # the result grid, loss curve, model and metrics are 
 OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
 
 # %%
-config = settings.apply(globals())  # --NAME=value from the terminal; nothing in Jupyter
-settings.check(IMAGE_SIZE >= 1, f"IMAGE_SIZE must be a positive number of pixels, got {IMAGE_SIZE}")
-settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
-settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
-settings.check(0 <= SEED < 2**32, f"SEED must be between 0 and 2**32 - 1, got {SEED}")
+config = settings.apply(globals())  # --NAME=value from the terminal; checks every value (EPOCHS >= 1, ...)
 keras.utils.set_random_seed(SEED)
 
 # %% [markdown]
@@ -67,7 +63,8 @@ keras.utils.set_random_seed(SEED)
 rgb = images.load(IMAGE, IMAGE_SIZE)  # (H, W, 3) float in [0, 1]
 l, ab = lab.rgb_to_l_ab(rgb)  # (H, W, 1) in [0, 1], (H, W, 2) in [-1, 1]
 height, width = l.shape[:2]
-print(f"{IMAGE}: {width}x{height} pixels; l in [{l.min():.2f}, {l.max():.2f}], ab in [{ab.min():.2f}, {ab.max():.2f}]")
+print(f"{IMAGE}: {width}x{height} pixels; l in [{l.min():.2f}, {l.max():.2f}], "
+      f"ab in [{ab.min():.2f}, {ab.max():.2f}]")
 
 # %% [markdown]
 # ## Divisible by 8
@@ -82,12 +79,12 @@ y = images.pad_to_multiple(ab, 8)[None]  # (1, H8, W8, 2): the target, colour
 
 # %% [markdown]
 # ## The network
-# Twelve layers, all 3x3 convolutions. Each looks at a pixel and its eight neighbours in the layer
-# below. Three of them have `strides=2`: they keep every second pixel, so the layers after them see a
-# wider part of the photo for the same cost. Three `UpSampling2D` layers then repeat each pixel to
-# return to full size. `relu` (negative values become 0) makes the network non-linear; the last layer
-# uses `tanh`, which squeezes any number into [-1, 1]: the range of our scaled ab, negative values
-# (green, blue) included.
+# Nine 3x3 convolutions and three upsampling layers. Each convolution looks at a pixel and its eight
+# neighbours in the layer below. Three of them have `strides=2`: they keep every second pixel, so the layers
+# after them see a wider part of the photo for the same cost. Three `UpSampling2D` layers then repeat each
+# pixel to return to full size. `relu` (negative values become 0) makes the network non-linear; the last layer
+# uses `tanh`, which squeezes any number into [-1, 1]: the range of our scaled ab, negative values (green,
+# blue) included.
 #
 # The network only uses convolutions, so it accepts any height and width: `keras.Input(shape=(None,
 # None, 1))`.
@@ -123,10 +120,14 @@ model.summary()
 # the loss of the laziest answer: predict no colour at all (ab = 0), which leaves the photo grey.
 
 # %%
-out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE)  # refuses to overwrite an earlier run by accident
+out_dir = files.prepare_out_dir(OUT_DIR, "alpha", OVERWRITE)  # never replaces what it did not write
 model.compile(optimizer=keras.optimizers.RMSprop(LEARNING_RATE), loss="mse")
 start = time.perf_counter()
-history = model.fit(x, y, batch_size=1, epochs=EPOCHS, verbose=0, callbacks=[training.PrintEvery(EPOCHS // 10, EPOCHS)])
+with training.stops():  # Ctrl-C or a loss that is not a number: one line, not a traceback
+    history = model.fit(x, y, batch_size=1, epochs=EPOCHS, verbose=0, callbacks=[
+        keras.callbacks.TerminateOnNaN(raise_error=True),  # a loss that became NaN stops the run, as an error
+        training.PrintEvery(EPOCHS // 10, EPOCHS),  # one line every EPOCHS / 10 epochs
+    ])
 seconds = time.perf_counter() - start
 
 # %% [markdown]
@@ -135,26 +136,26 @@ seconds = time.perf_counter() - start
 
 # %%
 ab_pred = model.predict(x, verbose=0)[0, :height, :width]  # (H, W, 2), padding cropped off
-colourised = lab.l_ab_to_rgb(l, ab_pred)  # (H, W, 3) in [0, 1]
+colorized = lab.l_ab_to_rgb(l, ab_pred)  # (H, W, 3) in [0, 1]
 grey = lab.l_ab_to_rgb(l, np.zeros_like(ab))  # the black-and-white input, as the network sees it
 
 final_loss = float(np.mean((ab_pred - ab) ** 2))
 grey_loss = float(np.mean(ab**2))  # the loss of predicting ab = 0 everywhere
 print(f"trained {EPOCHS} epochs in {seconds:.0f} s")
-print(f"final loss {final_loss:.5f}   predicting grey {grey_loss:.5f}   ({grey_loss / final_loss:.0f}x lower)")
+print(f"final loss {final_loss:.5f}   predicting grey {grey_loss:.5f}   "
+      f"({grey_loss / final_loss:.0f}x lower)")
 
-plots.save_grid(out_dir / "result.png", [grey], [colourised], [rgb])
+plots.save_grid(out_dir / "result.png", [grey], [colorized], [rgb])
 
 # %%
 plots.save_loss_curve(out_dir / "loss.png", {"alpha": history.history["loss"]}, {"predict grey": grey_loss})
-images.save(out_dir / "colourised.png", colourised)
-with files.atomic_path(out_dir / "model.keras") as tmp:  # a kill mid-save leaves no broken model
-    model.save(tmp)
+images.save(out_dir / "colorized.png", colorized)
+training.save_model(model, out_dir / "model.keras")  # atomically: a kill mid-save leaves no broken model
 metrics = {"final_loss": final_loss, "grey_loss": grey_loss, "seconds": seconds, "epochs": EPOCHS,
            "size": [width, height], "backend": keras.backend.backend()}
 files.write_json(out_dir / "metrics.json", metrics)
 files.write_json(out_dir / "settings.json", config)
-print(f"wrote result.png, loss.png, colourised.png, model.keras and metrics.json to {out_dir}")
+print(f"wrote result.png, loss.png, colorized.png, model.keras and metrics.json to {out_dir}")
 
 # %% [markdown]
 # ## Exercises

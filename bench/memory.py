@@ -1,12 +1,13 @@
-"""Peak memory of beta training and of `colorize` on a folder of many large photos, and on 10 of them.
+"""Peak memory of beta training and of the `colorize` command on a folder of many large photos, and on 10.
 
-    python bench/memory.py                  # 300 photos of 4000x3000, generated once into data/bench-4000x3000/
+    python bench/memory.py                  # 300 photos of 4000x3000, generated once in data/bench-4000x3000/
     python bench/memory.py --count 100 --steps 10
 
 Memory must not grow with the number of photos in a folder: both read photos one batch at a time. Each
-measurement runs in a process of its own; its peak resident memory (``ru_maxrss``, read with ``wait4``
-when it ends) is compared with that of a process that only imports Keras and TensorFlow, the floor
-under every run. The photos are synthetic (smooth gradients plus noise, each shifted and re-tinted), as
+measurement runs in a process of its own, as a user runs it (``python beta/train.py ...``, ``python -m
+colorlab.commands.colorize ...``); its peak resident memory (``ru_maxrss``, read with ``wait4`` when it
+ends) is compared with that of a process that only imports Keras and TensorFlow, the floor under
+every run. The photos are synthetic (smooth gradients plus noise, each shifted and re-tinted), as
 large as a phone camera's, and kept between runs: only the missing ones are generated (about 0.3 s each
 per core). The table is printed last; everything is also written to ``--json``
 (default ``outputs/bench/memory.json``).
@@ -41,13 +42,14 @@ def _make_base():
     global _base
     y = np.linspace(0, 1, HEIGHT, dtype=np.float32)[:, None]
     x = np.linspace(0, 1, WIDTH, dtype=np.float32)[None, :]
-    rgb = np.stack([0.5 + 0.4 * np.sin(7 * x + 4 * y + p) * np.cos(3 * y - 2 * x + p) for p in (0.0, 2.1, 4.2)], -1)
+    waves = [0.5 + 0.4 * np.sin(7 * x + 4 * y + p) * np.cos(3 * y - 2 * x + p) for p in (0.0, 2.1, 4.2)]
+    rgb = np.stack(waves, -1)
     noise = np.random.default_rng(0).integers(-10, 11, rgb.shape, dtype=np.int16)
     _base = np.clip(rgb * 255 + noise, 0, 255).astype(np.uint8)
 
 
 def _write(path, index):
-    """Photo ``index``: the base picture shifted, its channels swapped and tinted, so that every file differs."""
+    """Photo ``index``: the base picture shifted, its channels swapped and tinted: every file differs."""
     rgb = np.roll(_base, (index * 97 % HEIGHT, index * 389 % WIDTH), axis=(0, 1))
     rgb = rgb[..., [(0, 1, 2), (1, 2, 0), (2, 0, 1)][index % 3]]
     rgb = (rgb >> 1) + np.uint8(index * 13 % 128)  # a tint and a contrast of its own
@@ -101,7 +103,7 @@ def peak(command, log):
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024, time.perf_counter() - start, process.returncode  # Linux: ru_maxrss is in KiB
+    return usage.ru_maxrss / 1024, time.perf_counter() - start, process.returncode  # Linux: ru_maxrss in KiB
 
 
 def main(argv=None):
@@ -112,10 +114,12 @@ def main(argv=None):
                         help="where the photos are kept between runs (ignored by git)")
     parser.add_argument("--steps", type=int, default=20, help="training steps of 8 crops (default 20)")
     parser.add_argument("--image-size", type=int, default=128, help="training crop size (default 128)")
-    parser.add_argument("--colorize-size", type=int, default=256, help="colorize's working size (default 256)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes generating photos")
+    parser.add_argument("--colorize-size", type=int, default=256, help="colorize's working size (256)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes generating photos")
     parser.add_argument("--json", type=Path, default=ROOT / "outputs" / "bench" / "memory.json")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["train", "colorize"], help="measurements to leave out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["train", "colorize"],
+                        help="measurements to leave out")
     args = parser.parse_args(argv)
 
     paths = photos(args.folder, args.count, args.workers)
@@ -130,8 +134,8 @@ def main(argv=None):
         if status != 0:
             print((work / f"{len(rows)}.log").read_text()[-3000:])
             raise SystemExit(f"{what} failed (exit status {status}); log above")
-        rows.append({"what": what, "photos": count, "peak_rss_mib": round(mib, 1), "seconds": round(seconds, 1),
-                     "command": " ".join(map(str, command))})
+        rows.append({"what": what, "photos": count, "peak_rss_mib": round(mib, 1),
+                     "seconds": round(seconds, 1), "command": " ".join(map(str, command))})
         print(f"  {mib:.0f} MiB, {seconds:.0f} s", flush=True)
 
     python = sys.executable
@@ -141,20 +145,21 @@ def main(argv=None):
         for count, folder in ((args.small, small), (args.count, large)):
             out = work / f"beta-{count}"
             measure(f"beta training, {args.steps} steps of 8 crops", count, [
-                python, "beta/train.py", f"--DATA={folder}", f"--IMAGE_SIZE={args.image_size}", "--BATCH_SIZE=8",
-                f"--STEPS_PER_EPOCH={args.steps}", "--EPOCHS=1", f"--OUT_DIR={out}"])
+                python, "beta/train.py", f"--DATA={folder}", f"--IMAGE_SIZE={args.image_size}",
+                "--BATCH_SIZE=8", f"--STEPS_PER_EPOCH={args.steps}", "--EPOCHS=1", f"--OUT_DIR={out}"])
             model = out / "model.keras"
     if "colorize" not in args.skip:
-        if model is None:  # an untrained beta-sized model will do: memory does not depend on the weights
-            model = work / "beta-untrained" / "model.keras"
+        if model is None:  # a small untrained model will do: colorize's own memory does not depend on it
+            model = work / "untrained" / "model.keras"
             model.parent.mkdir()
-            subprocess.run([python, "-c", "import keras, sys; from keras import layers; keras.Sequential([keras.Input((None, None, 1)), "
-                            "layers.Conv2D(64, 3, strides=2, padding='same'), layers.UpSampling2D(2), "
-                            "layers.Conv2D(2, 3, padding='same', activation='tanh')]).save(sys.argv[1])", model], check=True)
+            subprocess.run([python, "-c", "import keras, sys; from keras import layers; keras.Sequential(["
+                            "keras.Input((None, None, 1)), layers.Conv2D(64, 3, strides=2, padding='same'), "
+                            "layers.UpSampling2D(2), layers.Conv2D(2, 3, padding='same', activation='tanh')])"
+                            ".save(sys.argv[1])", model], check=True)
         for count, folder in ((args.small, small), (args.count, large)):
             measure(f"colorize (working size {args.colorize_size}, JPEG out)", count, [
-                python, "-m", "colorlab.colorize", folder, "--model", model, "--out", work / f"colorized-{count}",
-                "--size", str(args.colorize_size), "--format", "jpg"])
+                python, "-m", "colorlab.commands.colorize", folder, "--model", model,
+                "--out", work / f"colorized-{count}", "--size", str(args.colorize_size), "--format", "jpg"])
             shutil.rmtree(work / f"colorized-{count}", ignore_errors=True)
 
     floor = rows[0]["peak_rss_mib"]
@@ -167,7 +172,7 @@ def main(argv=None):
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\npeak resident memory, each run a process of its own ({WIDTH}x{HEIGHT} JPEGs); also in {args.json}")
+    print(f"\npeak resident memory, each run a process of its own ({WIDTH}x{HEIGHT} JPEGs); in {args.json}")
     print(f"{'run':46}{'photos':>8}{'peak MiB':>10}{'above import':>14}{'seconds':>9}")
     for row in rows:
         print(f"{row['what']:46}{row['photos']:>8}{row['peak_rss_mib']:>10.0f}"

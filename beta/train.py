@@ -35,7 +35,7 @@ import time
 import keras
 from keras import layers
 
-from colorlab import data, files, lab, plots, settings, speed, training
+from colorlab import coloring, data, files, lab, plots, settings, training
 
 # %% [markdown]
 # ## Settings
@@ -47,46 +47,36 @@ DATA = "data/samples"  # a folder of photos (JPEG, PNG, WebP, BMP, TIFF; any siz
 IMAGE_SIZE = 128  # side of the square training crops, in pixels; a multiple of 8 (three stride-2 layers)
 ZOOM = 1.3  # each photo's shorter side is scaled to 1 to ZOOM times IMAGE_SIZE before a crop is cut
 BATCH_SIZE = 8  # crops per gradient step
-STEPS_PER_EPOCH = 12  # gradient steps per epoch: BATCH_SIZE x 12 = 96 crops, ~19 of each of the 5 training photos
+STEPS_PER_EPOCH = 12  # gradient steps per epoch: BATCH_SIZE x 12 = 96 crops, ~19 of each of the 5
+                      # training photos
 EPOCHS = 10  # total epochs; a resumed run counts the epochs done before it
 VALIDATION_FRACTION = 0.25  # share of the photos kept aside, whole, to check on photos never trained on
 LEARNING_RATE = 0.001  # Adam's step size (its usual default)
 WORKERS = 2  # threads that read and crop photos while the model trains; 1 reads them in the main thread
-MIXED_PRECISION = "auto"  # 16-bit maths: "auto" uses it on a GPU only (a CPU gains nothing); True, False, "bfloat16"
-JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose for the backend; True, False
+MIXED_PRECISION = False  # True: 16-bit maths, about twice as fast on a recent GPU (a CPU gains nothing)
+JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose for the backend;
+                     # True, False
 SEED = 0  # the same seed gives the same starting weights and the same crops, so the same result
 OUT_DIR = "outputs/beta"  # the checkpoint, result grids, logs, model and metrics are written here
 OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
 RESUME = False  # True continues an interrupted run from the last epoch saved in OUT_DIR
 
 # %%
-config = settings.apply(globals())  # --NAME=value from the terminal; nothing in Jupyter
-settings.check(IMAGE_SIZE >= 8 and IMAGE_SIZE % 8 == 0, f"IMAGE_SIZE must be a positive multiple of 8, got {IMAGE_SIZE}")
-settings.check(ZOOM >= 1, f"ZOOM must be at least 1 (1 means no zoom), got {ZOOM}")
-settings.check(BATCH_SIZE >= 1, f"BATCH_SIZE must be at least 1, got {BATCH_SIZE}")
-settings.check(STEPS_PER_EPOCH >= 1, f"STEPS_PER_EPOCH must be at least 1, got {STEPS_PER_EPOCH}")
-settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
-settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be between 0 and 1, got {VALIDATION_FRACTION}")
-settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
-settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
-settings.check(0 <= SEED < 2**32, f"SEED must be between 0 and 2**32 - 1, got {SEED}")
-if RESUME:
-    training.check_resume(OUT_DIR, config)  # a wrong OUT_DIR stops here, before any photo is read
+config = settings.apply(globals())  # --NAME=value from the terminal; checks every value (EPOCHS >= 1, ...)
+settings.check(IMAGE_SIZE % 8 == 0,
+               f"IMAGE_SIZE must be a multiple of 8 (three stride-2 layers), got {IMAGE_SIZE}")
 keras.utils.set_random_seed(SEED)
-policy = speed.mixed_precision(MIXED_PRECISION)  # before the model is built: its layers take this policy
-jit_compile = speed.jit_compile(JIT_COMPILE)
-print(speed.describe(policy, jit_compile))
+keras.config.set_dtype_policy("mixed_float16" if MIXED_PRECISION else "float32")  # before the model is built
 
 # %% [markdown]
 # ## The photos: streamed, cropped, and a validation set
 # A real dataset does not fit in memory (Imagenette's 13,000 photos would take over 20 GB as floats),
-# so we never load it: `data.from_folder` keeps only the list of file names. When Keras asks for a
-# batch, `WORKERS` threads read the photos from disk and cut the crops, while the model trains on the
-# previous batch.
+# so we never load it: `data.from_folder` keeps only the list of file names, in a
+# `keras.utils.PyDataset`. When Keras asks for a batch, its `WORKERS` threads read the photos from
+# disk, cut the crops and split them into Lab, while the model trains on the previous batch.
 #
-# The threads hand over the crops as they are, 8-bit RGB (`output="rgb"`): a quarter of the bytes of
-# float32 Lab. The split into `l` and `ab` happens inside the training step, with the same formulas as
-# `colorlab.lab` written in `keras.ops` (`colorlab.ops`), so on a GPU it costs the CPU nothing.
+# Each batch is a pair, exactly what the network is trained on: the input `l`, the lightness, and the
+# target `ab`, the colour it must predict, both as in alpha.
 #
 # **Training crops.** Each photo is scaled so that its shorter side is 1 to `ZOOM` times `IMAGE_SIZE`,
 # then a square of `IMAGE_SIZE` pixels is cut at a random place and flipped left-right half of the
@@ -100,20 +90,21 @@ print(speed.describe(policy, jit_compile))
 # how well it colours new ones. The choice of photos depends only on their file names, so every run
 # on a folder keeps the same ones aside.
 #
-# `OUT_DIR/batch.png` shows the first four crops of the first batch, as the network gets them.
+# `OUT_DIR/batch.png` shows the first four pairs of the first batch: the input the network gets, and
+# the true colours it must learn to predict.
 
 # %%
 train, validation = data.from_folder(
     DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS,
-    output="rgb",
+    exclude=OUT_DIR,  # never train on this run's own pictures
 )
-out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
-rgb = train[0]  # one batch: (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 3) uint8 in [0, 255]
-l, ab = lab.rgb_to_l_ab(rgb / 255)  # what the network sees, l (..., 1) in [0, 1], and must predict, ab (..., 2)
-print(f"a batch: rgb {rgb.shape} {rgb.dtype}; l {l.shape} in [{l.min():.2f}, {l.max():.2f}], "
-      f"ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}]")
-crops = lab.l_ab_to_rgb(l[:4], ab[:4])  # the first 4 crops, back in RGB
-plots.save_grid(out_dir / "batch.png", [lab.grey(rgb) for rgb in crops], list(crops))  # what the network sees
+out_dir = files.prepare_out_dir(OUT_DIR, "beta", OVERWRITE, RESUME)  # never replaces what it did not write
+l, ab = train[0]  # one batch of pairs: the input l and the target ab
+print(f"a batch: l {l.shape} in [{l.min():.2f}, {l.max():.2f}] (input), "
+      f"ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}] (target)")
+inputs = lab.l_ab_to_rgb(l[:4], 0 * ab[:4])  # the first 4 crops as the network sees them, grey
+targets = lab.l_ab_to_rgb(l[:4], ab[:4])  # and with the colours it must predict
+plots.save_columns(out_dir / "batch.png", {"input: l": list(inputs), "target: ab (with l)": list(targets)})
 
 # %% [markdown]
 # ## The baseline: predict grey
@@ -162,7 +153,8 @@ model = keras.Sequential(
         layers.Conv2D(32, 3, activation="relu", padding="same"),
         layers.UpSampling2D(2),  # full size, BEFORE the colours are predicted (the fix)
         layers.Conv2D(16, 3, activation="relu", padding="same"),
-        layers.Conv2D(2, 3, activation="tanh", padding="same", dtype="float32"),  # ab in [-1, 1], per pixel
+        # ab in [-1, 1]; float32 under MIXED_PRECISION
+        layers.Conv2D(2, 3, activation="tanh", padding="same", dtype="float32"),
     ],
     name="beta",
 )
@@ -173,99 +165,119 @@ model.summary()
 # The same loss as alpha, the mean squared error between the predicted and the true ab, but the Adam
 # optimizer, which adapts each weight's step size and copes better with a deep network.
 #
-# `training.fit` is Keras's `model.fit` plus what a long run needs, shared by every later stage:
+# `model.fit` trains on the `(l, ab)` batches of `train` and, after each epoch, measures the loss on
+# the `validation` batches. A long run needs a few comforts, and Keras has a callback for each:
 #
-# - after each epoch, a **checkpoint** in `OUT_DIR/checkpoint`: the weights, the optimizer's state and
-#   the epoch number. If the run is interrupted (Ctrl-C, a crash, a machine that reboots), run the same
-#   command with `--RESUME=True`: it continues from the last completed epoch and ends where the
-#   uninterrupted run would have. To train longer, resume with a larger `--EPOCHS`.
-# - after each epoch, the validation photos coloured by the network so far, in `OUT_DIR/grids/`;
-# - TensorBoard logs in `OUT_DIR/logs`: watch the losses live with `tensorboard --logdir OUT_DIR/logs`;
-# - a stop, with a clear message, if the loss ever becomes NaN (not a number), keeping the last good
-#   checkpoint.
+# - `BackupAndRestore`: after each epoch, the weights, the optimizer's state and the epoch number, in
+#   `OUT_DIR/backup`. If the run is interrupted (Ctrl-C, a crash, a machine that reboots), run the same
+#   command with `--RESUME=True`: it continues from the last completed epoch. To train longer, resume
+#   with a larger `--EPOCHS`. It comes last in the list, so that an epoch counts as saved only once the
+#   other callbacks have written it.
+# - `ModelCheckpoint(save_best_only=True)`: the weights of the epoch with the lowest validation loss,
+#   in `OUT_DIR/best.weights.h5` (see "Early stopping" below).
+# - `CSVLogger`: each epoch's losses in `OUT_DIR/history.csv`, continued by a resumed run.
+# - `LearningRateScheduler`: here it only sets the rate to `LEARNING_RATE` at each epoch, so that a
+#   resumed run uses the setting, not the rate its backup holds (after a NaN stop, resume with a lower one).
+# - `TensorBoard`: watch the losses live with `tensorboard --logdir OUT_DIR/logs`.
+# - `TerminateOnNaN`: a stop, as an error, if the loss ever becomes NaN (not a number); the backup
+#   keeps the last good epoch.
 #
-# Keras prints a progress bar per epoch, with `loss` (the training loss) and `val_loss`.
+# Keras has no callback that shows pictures, so `training.ResultGrid` is ours: after each epoch, the
+# validation photos coloured by the network so far, in `OUT_DIR/grids/`. `training.stops` turns Ctrl-C
+# and a NaN stop into one line that says which epoch is saved. Keras prints a progress bar per epoch,
+# with `loss` (the training loss) and `val_loss`.
 #
-# The batches are 8-bit RGB, and the model takes `l`: `training.RGBTrainer(model)` sits between them.
-# In each training step it splits the batch into `l` and `ab` (in `keras.ops`, on the GPU if there is
-# one), runs `model` on `l` and computes the loss against `ab`: the same loss as feeding `(l, ab)`.
-# `model` itself stays `l -> ab`; it is what we save and what `colorize` uses.
-#
-# Two settings only change the speed. `MIXED_PRECISION` computes in 16-bit floats (twice as fast
-# on a recent GPU; the last layer keeps `dtype="float32"` above, so the colours and the loss stay
-# precise); `JIT_COMPILE` compiles each step into fused code (XLA).
+# Two settings only change the speed. `MIXED_PRECISION` computes in 16-bit floats (the last layer keeps
+# `dtype="float32"` above, so the colours and the loss stay precise); `JIT_COMPILE` compiles each step
+# into fused code (XLA).
 
 # %%
-trainer = training.RGBTrainer(model)  # uint8 RGB batches -> (l, ab) -> model(l) vs ab
-trainer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=jit_compile)
+model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=JIT_COMPILE)
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
 start = time.perf_counter()
-run = training.fit(
-    trainer, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs),
-    settings=config, keep_best="val_loss",  # also keep the weights of the epoch with the lowest validation loss
-)
-print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter() - start:.0f} s in this run)")
+with training.stops(out_dir / "backup"):  # Ctrl-C or NaN: one line that says what is saved
+    model.fit(train, validation_data=validation, epochs=EPOCHS, callbacks=[
+        keras.callbacks.ModelCheckpoint(
+            out_dir / "best.weights.h5", save_best_only=True, save_weights_only=True,
+            # a resumed run's best
+            initial_value_threshold=training.lowest(out_dir / "history.csv", "val_loss"),
+        ),
+        keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
+        # the setting, also after a resume
+        keras.callbacks.LearningRateScheduler(lambda epoch: LEARNING_RATE),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        keras.callbacks.TensorBoard(out_dir / "logs"),  # `tensorboard --logdir OUT_DIR/logs`
+        training.ResultGrid(out_dir / "grids", names, rgbs),  # ours: Keras has no picture per epoch
+        # last, so that an epoch counts as saved only once everything above has written it:
+        keras.callbacks.BackupAndRestore(out_dir / "backup", double_checkpoint=True, delete_checkpoint=False),
+    ])
+seconds = time.perf_counter() - start
+history = training.history(out_dir / "history.csv")  # every epoch, those of an interrupted run included
+print(f"trained {len(history['loss'])} epochs ({seconds:.0f} s in this run)")
 
 # %% [markdown]
 # ## The result
-# Compare the validation loss, on photos the network never trained on, with predicting grey: below it, the network colours photos it never saw better than
-# no colour at all; above it, worse.
+# Compare the validation loss, on photos the network never trained on, with predicting grey: below it,
+# the network colours photos it never saw better than no colour at all; above it, worse.
 #
-# With the 7 sample photos, read the two curves in `loss.png`. The training loss falls all along. The
-# validation loss usually beats grey after an epoch or two, while the network has only learned the
-# average colours of photos, and then climbs above it: five photos are too few to learn what colour
-# *things* are, so the network learns what colour *its five photos* are, and paints their colours onto
-# new ones. That is **overfitting**, memorizing instead of generalizing: alpha's way, come back. The
-# cure is more photos, not a bigger network: with thousands of them (`beta/README.md` trains on
-# Imagenette), the network can no longer remember each one, and only what photos share lowers its
-# loss. Even then, expect muted colours: when unsure between red and green, the squared error is
-# lowest for the grey in between.
+# With the 7 sample photos, read the two curves in `loss.png`. The training loss falls slowly. The
+# validation loss beats grey from the first epoch, while the network has only learned the average
+# colours of photos, but it does not fall steadily: in some epochs it jumps above grey. Five photos are
+# too few to learn what colour *things* are, so the network learns what colour *its five photos* are,
+# and each epoch's step towards one of them paints its colours onto the new photos. Train longer
+# (exercise 1) and watch for the epoch after which the training loss goes on falling while the
+# validation loss no longer improves: **overfitting**, memorizing instead of generalizing, alpha's way
+# come back. The cure is more photos,
+# not a bigger network: with thousands of them (`beta/README.md` trains on Imagenette), the network
+# can no longer remember each one, and only what photos share lowers its loss. Even then, expect muted
+# colours: when unsure between red and green, the squared error is lowest for the grey in between.
 
 # %%
-train_loss, val_loss = run.history["loss"][-1], run.history["val_loss"][-1]
-print(f"last epoch: training loss {train_loss:.5f}   validation loss {val_loss:.5f}   predicting grey {grey_loss:.5f}")
+train_loss, val_loss = history["loss"][-1], history["val_loss"][-1]
+print(f"last epoch: training loss {train_loss:.5f}   validation loss {val_loss:.5f}   "
+      f"predicting grey {grey_loss:.5f}")
 verdict = "better" if val_loss < grey_loss else "WORSE"
-print(f"on photos it never saw, the last epoch does {verdict} than predicting grey ({val_loss / grey_loss:.2f}x its loss)")
+print(f"on photos it never saw, the last epoch does {verdict} than predicting grey "
+      f"({val_loss / grey_loss:.2f}x its loss)")
 
 # %% [markdown]
 # ## Early stopping: keep the best epoch, not the last
-# The last epoch is not necessarily the best one on photos the network never saw. `training.fit` kept
-# a copy of the weights of the epoch with the lowest validation loss (`keep_best="val_loss"`); we load
-# them back, and that is the network we show and save. This is *early stopping*, the standard guard
-# against overfitting: we trained on, but we keep the network from before it started memorizing.
-# One catch: the validation photos chose the epoch, so their loss now flatters the network a little.
-# To judge it fairly, use photos it never saw at all (`evaluate` on a separate folder).
-# `result.png` shows the validation photos, whole, coloured by the kept network.
+# The last epoch is not necessarily the best one on photos the network never saw. `ModelCheckpoint`
+# kept the weights of the epoch with the lowest validation loss; we load them back, and that is the
+# network we show and save. This is *early stopping*, the standard guard against overfitting: we
+# trained on, but we keep the network from before it started memorizing. One catch: the validation
+# photos chose the epoch, so their loss now flatters the network a little. To judge it fairly, use
+# photos it never saw at all (`evaluate` on a separate folder). `result.png` shows the validation
+# photos, whole, coloured by the kept network.
 
 # %%
-best_epoch = training.restore_best(model, out_dir)  # the weights of the epoch with the lowest validation loss
-best_val_loss = run.history["val_loss"][best_epoch - 1]
+model.load_weights(out_dir / "best.weights.h5")  # the epoch with the lowest validation loss
+best_epoch = history["val_loss"].index(min(history["val_loss"])) + 1
+best_val_loss = history["val_loss"][best_epoch - 1]
 verdict = "better" if best_val_loss < grey_loss else "WORSE"
-print(f"kept epoch {best_epoch} of {run.epochs}: validation loss {best_val_loss:.5f}, {verdict} than predicting grey "
-      f"({best_val_loss / grey_loss:.2f}x its loss)")
-plots.save_grid(out_dir / "result.png", [lab.grey(rgb) for rgb in rgbs], training.colourise(model, rgbs), rgbs, names)
+print(f"kept epoch {best_epoch} of {len(history['loss'])}: validation loss {best_val_loss:.5f}, {verdict} "
+      f"than predicting grey ({best_val_loss / grey_loss:.2f}x its loss)")
+plots.save_grid(out_dir / "result.png", [lab.grey_rgb(rgb) for rgb in rgbs], coloring.colorize(model, rgbs),
+                rgbs, names)
 
 # %% [markdown]
 # ## Saving
-# The model, with the best epoch's weights, goes to `OUT_DIR/model.keras`. Like alpha's, it takes `l` (any size that divides by 8) and
-# returns `ab`, so the `colorize` tool colours any photo with it, at the photo's own resolution:
-# `colorize photo.jpg --model outputs/beta/model.keras --out colourised/`. Files are written
-# atomically: a run killed while saving never leaves a broken file.
+# The model, with the best epoch's weights, goes to `OUT_DIR/model.keras`. Like alpha's, it takes `l`
+# (any size that divides by 8) and returns `ab`, so the `colorize` command colours any photo with it, at
+# the photo's own resolution: `colorize photo.jpg --model outputs/beta/model.keras --out colorized/`.
+# Files are written atomically: a run killed while saving never leaves a broken file.
 
 # %%
 plots.save_loss_curve(
-    out_dir / "loss.png", {"training": run.history["loss"], "validation": run.history["val_loss"]},
+    out_dir / "loss.png", {"training": history["loss"], "validation": history["val_loss"]},
     {"predict grey (validation)": grey_loss}, title="beta: loss per epoch",
 )
 training.save_model(model, out_dir / "model.keras")
-crops_seen = run.epochs * STEPS_PER_EPOCH * BATCH_SIZE
 metrics = {
-    "train_loss": train_loss, "val_loss": val_loss, "grey_val_loss": grey_loss, "epochs": run.epochs,
-    "best_val_loss": best_val_loss, "best_epoch": best_epoch,
-    "seconds": run.seconds, "crops_per_second": crops_seen / run.seconds if run.seconds else None,
-    "train_photos": len(train.paths), "validation_photos": len(validation.paths),
+    "train_loss": train_loss, "val_loss": val_loss, "grey_val_loss": grey_loss,
+    "epochs": len(history["loss"]), "best_val_loss": best_val_loss, "best_epoch": best_epoch,
+    "seconds": seconds, "train_photos": len(train.paths), "validation_photos": len(validation.paths),
     "skipped_files": len({**train.skipped, **validation.skipped}), "backend": keras.backend.backend(),
-    "dtype_policy": policy, "jit_compile": trainer.jit_compile,
 }
 files.write_json(out_dir / "metrics.json", metrics)
 files.write_json(out_dir / "settings.json", config)

@@ -1,12 +1,9 @@
-"""Load any photo as float RGB in [0, 1], or fail with one line that names the file and the problem.
-
-Handled: JPEG, PNG, WebP, BMP, TIFF (and whatever else Pillow reads); greyscale, palette, CMYK and
-16-bit photos; transparency (composited on white); EXIF orientation (applied, as a photo viewer would);
-animated files (the first frame is used).
-"""
+"""Load any photo Pillow reads as float RGB in [0, 1] (16-bit, CMYK, transparency and EXIF orientation
+included), or fail with one line that names the file and the problem (an :class:`ImageError`)."""
 
 import errno
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -24,39 +21,32 @@ class ImageError(UserError):
 
     def __init__(self, path, problem):
         super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
+        self.path, self.problem = path, problem
 
 
 def load(path, size=None, side="longer"):
-    """Read a photo as an (H, W, 3) float32 array in [0, 1].
-
-    With ``size``, the photo is scaled (up or down, aspect ratio kept) so that its ``side`` ("longer"
-    or "shorter") is ``size`` pixels: "longer" fits the whole photo in a ``size`` square, "shorter"
-    makes it cover one, so that a ``size`` x ``size`` crop can be cut from it. A big JPEG is decoded
-    directly at a reduced size, which is several times faster than decoding it whole.
-    """
+    """Read a photo as an (H, W, 3) float32 array in [0, 1]: exactly ``load_8bit(...) / 255``."""
     return load_8bit(path, size, side).astype(np.float32) / 255.0
 
 
 def load_8bit(path, size=None, side="longer"):
-    """As :func:`load`, but the (H, W, 3) array is uint8 in [0, 255]: a quarter of the memory.
-
-    ``load(...)`` is exactly ``load_8bit(...) / 255`` in float32.
-    """
+    """A photo as upright (H, W, 3) uint8, scaled so that its ``side`` ("longer" or "shorter") is ``size``:
+    "longer" fits it in a ``size`` square, "shorter" makes it cover one."""
     if side not in ("longer", "shorter"):
         raise ValueError(f"side must be 'longer' or 'shorter', got {side!r}")
-    with _open(path) as image:
+    with open_image(path) as image:
+        width, height = image.size
         target = None
         if size is not None:
-            scale = size / (max(image.size) if side == "longer" else min(image.size))
+            scale = size / (max(width, height) if side == "longer" else min(width, height))
             target = tuple(max(1, round(n * scale)) for n in image.size)
-            if Image.MAX_IMAGE_PIXELS and target[0] * target[1] > Image.MAX_IMAGE_PIXELS:  # a panorama, a typo
-                raise ImageError(path, f"refused: scaled to {size} pixels on its {side} side, this {image.size[0]}x"
-                                       f"{image.size[1]} photo would have {target[0]}x{target[1]} pixels, more than "
-                                       f"the {Image.MAX_IMAGE_PIXELS} that are safe to hold")
+            safe = Image.MAX_IMAGE_PIXELS
+            if safe and target[0] * target[1] > safe:  # a panorama, a typo
+                raise ImageError(path, f"refused: scaled to {size} pixels on its {side} side, this "
+                                       f"{width}x{height} photo would have {target[0]}x{target[1]} pixels, "
+                                       f"more than the {safe} that are safe to hold")
             if image.format == "JPEG" and scale < 1:
-                image.draft(None, target)  # let the JPEG decoder shrink by 1/2, 1/4 or 1/8 for free
+                image.draft(None, target)  # the JPEG decoder shrinks by 1/2, 1/4 or 1/8: several times faster
         try:
             image.load()
             loaded = image.size
@@ -64,6 +54,9 @@ def load_8bit(path, size=None, side="longer"):
         except (ImageError, MemoryError):
             raise
         except Exception as error:  # Pillow reports broken files with many exception types
+            text = str(error).lower()  # e.g. PNG text after the pixels, too large to unpack
+            if isinstance(error, ValueError) and ("too large" in text or "too much memory" in text):
+                raise ImageError(path, f"refused: its metadata cannot be read safely ({error})") from None
             raise ImageError(path, f"cannot decode the image, it is truncated or corrupt ({error})") from None
     if target is not None:
         if rgb.size != loaded:  # the EXIF orientation turned the photo by 90 degrees
@@ -82,10 +75,7 @@ def save(path, rgb):
 
 
 def list_images(folder):
-    """All photos under ``folder`` (searched recursively, hidden files skipped), sorted by path.
-
-    Symbolic links to files are followed, links to folders are not (so a link loop cannot hang it).
-    """
+    """All photos under ``folder``, sorted (hidden files skipped; links to folders not followed: no loops)."""
     folder = Path(folder)
     if not folder.is_dir():
         problem = "no such folder" if not folder.exists() else "is a file, not a folder"
@@ -97,22 +87,16 @@ def list_images(folder):
     return sorted(found)
 
 
-def pad_to_multiple(array, multiple):
-    """Pad an (..., H, W, C) array at the bottom and right, mirroring its edge, so H and W divide by
-    ``multiple``. A network with three stride-2 layers needs multiples of 8; crop its output back with
-    ``output[..., :H, :W, :]``."""
+def pad_to_multiple(array, multiple, shape=None):
+    """Mirror-pad an (..., H, W, C) array at the bottom and right to a ``multiple`` (or to ``shape``)."""
     h, w = array.shape[-3:-1]
-    pad = [(0, 0)] * (array.ndim - 3) + [(0, -h % multiple), (0, -w % multiple), (0, 0)]
+    height, width = shape or (h + -h % multiple, w + -w % multiple)
+    pad = [(0, 0)] * (array.ndim - 3) + [(0, height - h), (0, width - w), (0, 0)]
     return np.pad(array, pad, mode="symmetric")
 
 
 def resize(array, height, width, resample="bilinear"):
-    """Resize an (H, W, C) float array to (height, width), channel by channel, in 32-bit float.
-
-    Unlike :func:`load`, nothing is rounded to 8 bits and values outside [0, 1] are kept, so it also
-    suits ``ab`` or any other per-pixel quantity. ``resample`` is a Pillow filter name: "nearest",
-    "bilinear", "bicubic" or "lanczos"; shrinking is anti-aliased with every filter but "nearest".
-    """
+    """Resize an (H, W, C) float array with a Pillow filter, in float32: unrounded, unclipped (ab too)."""
     array = np.asarray(array, dtype=np.float32)
     if array.ndim != 3:
         raise ValueError(f"expected an (H, W, C) array, got shape {array.shape}")
@@ -124,46 +108,42 @@ def resize(array, height, width, resample="bilinear"):
     return np.stack(channels, axis=-1).astype(np.float32, copy=False)
 
 
-def _open(path):
+def open_image(path):
+    """Pillow's (lazy) image of ``path``; an :class:`ImageError` if it is no readable photo file."""
     path = Path(path)
-    if not path.exists():
-        if path.is_symlink():
-            raise ImageError(path, "symbolic link loop" if _loops(path) else "broken symbolic link")
-        raise ImageError(path, "no such file")
-    if path.is_dir():
-        raise ImageError(path, "is a folder, not a photo")
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError(path, "is a folder, not a photo")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(path, "not a regular file (a device, a pipe or a socket), not a photo")
+        if info.st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageError(path, "broken symbolic link" if path.is_symlink() else "no such file") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image, or in a format Pillow cannot read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(path, f"refused: {error}") from None
+    except (ValueError, SyntaxError, EOFError) as error:  # e.g. a PNG colour profile too large to unpack
+        raise ImageError(path, f"refused: its metadata cannot be read safely ({error})") from None
     except OSError as error:
-        raise ImageError(path, f"cannot read the file ({error.strerror or error})") from None
+        loop = error.errno == errno.ELOOP
+        raise ImageError(path, "symbolic link loop" if loop else
+                         f"cannot read the file ({error.strerror or error})") from None
 
 
-def _loops(path):
-    try:
-        os.stat(path)
-    except OSError as error:
-        return error.errno == errno.ELOOP
-    return False
-
-
-def _upright(image):
-    """Apply the EXIF orientation tag, as cameras and photo viewers expect."""
+def _upright(image):  # the EXIF orientation applied, as cameras and photo viewers expect
     try:
         return ImageOps.exif_transpose(image)
     except Exception:  # a corrupt EXIF block is no reason to refuse the pixels
         return image
 
 
-def _to_rgb(image):
-    """Any Pillow image as 8-bit RGB; 16-bit data is rescaled, transparency composited on white."""
+def _to_rgb(image):  # any Pillow image as 8-bit RGB: 16-bit data rescaled, transparency composited on white
     if image.mode.startswith("I") or image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
         full_scale = 1.0 if image.mode == "F" else 65535.0

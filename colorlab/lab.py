@@ -1,18 +1,14 @@
-"""RGB <-> Lab (and YUV) with the one scaling every stage uses.
+"""RGB <-> Lab (and YUV) with the one scaling every stage uses; the maths is scikit-image's (sRGB, D65).
 
-The networks see lightness ``l = L / 100`` in [0, 1] and predict ``ab = (a, b) / 128`` in [-1, 1],
-the range of a ``tanh`` output. The maths is scikit-image's (sRGB, D65 white point); this module only
-fixes the scaling and the array shapes, so no stage can scale differently from another.
-
-YUV (BT.601, as ``skimage.color.rgb2yuv``) is the other choice a stage can make (``COLOR_SPACE``): the
-network sees luma ``y = Y`` in [0, 1] and predicts ``uv = (U / 0.436, V / 0.615)``, scaled so that the
-RGB cube fills [-1, 1] exactly (pure blue has u = 1, yellow u = -1, red v = 1, cyan v = -1).
-:func:`split` and :func:`join` take the colour space's name, for code that works in either.
+The networks see ``l = L / 100`` in [0, 1] and predict ``ab = (a, b) / 128`` in [-1, 1] (a ``tanh``'s
+range); in YUV (BT.601), luma ``y`` in [0, 1] and ``uv`` scaled so that the RGB cube fills [-1, 1] exactly.
 """
 
 import warnings
 
+import keras
 import numpy as np
+from keras import ops
 from skimage import color
 
 L_SCALE = 100.0  # L is in [0, 100]
@@ -25,16 +21,11 @@ def rgb_to_l_ab(rgb):
     if rgb.shape[-1:] != (3,):
         raise ValueError(f"expected RGB with 3 channels last, got shape {rgb.shape}")
     lab = color.rgb2lab(rgb, channel_axis=-1)
-    l = lab[..., :1] / L_SCALE
-    ab = lab[..., 1:] / AB_SCALE
-    return l.astype(np.float32), ab.astype(np.float32)
+    return (lab[..., :1] / L_SCALE).astype(np.float32), (lab[..., 1:] / AB_SCALE).astype(np.float32)
 
 
 def l_ab_to_rgb(l, ab):
-    """Join l (..., 1) and ab (..., 2), scaled as above, back into RGB in [0, 1].
-
-    Colours outside the sRGB gamut (a network can predict them) are clipped to it.
-    """
+    """Join l (..., 1) and ab (..., 2) back into RGB in [0, 1]; colours out of the sRGB gamut are clipped."""
     l = np.asarray(l, dtype=np.float32)
     ab = np.asarray(ab, dtype=np.float32)
     if l.shape[-1:] != (1,) or ab.shape[-1:] != (2,) or l.shape[:-1] != ab.shape[:-1]:
@@ -74,24 +65,35 @@ def y_uv_to_rgb(y, uv):
 COLOR_SPACES = {"lab": (rgb_to_l_ab, l_ab_to_rgb), "yuv": (rgb_to_y_uv, y_uv_to_rgb)}
 
 
-def split(rgb, color_space="lab"):
-    """RGB -> (grey, colour) in ``color_space``: ``(l, ab)`` for "lab", ``(y, uv)`` for "yuv"."""
+def from_rgb(rgb, color_space="lab"):
+    """RGB -> (grey, color) in ``color_space``: ``(l, ab)`` for "lab", ``(y, uv)`` for "yuv"."""
     return _converters(color_space)[0](rgb)
 
 
-def join(grey, colour, color_space="lab"):
-    """(grey, colour) in ``color_space`` -> RGB in [0, 1]: the inverse of :func:`split`."""
-    return _converters(color_space)[1](grey, colour)
+def to_rgb(grey, color, color_space="lab"):
+    """(grey, color) in ``color_space`` -> RGB in [0, 1]: the inverse of :func:`from_rgb`."""
+    return _converters(color_space)[1](grey, color)
 
 
 def _converters(color_space):
-    try:
-        return COLOR_SPACES[color_space]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown colour space {color_space!r}; choose one of {', '.join(COLOR_SPACES)}") from None
+    if not isinstance(color_space, str) or color_space not in COLOR_SPACES:
+        raise ValueError(f"unknown colour space {color_space!r}; choose one of {', '.join(COLOR_SPACES)}")
+    return COLOR_SPACES[color_space]
 
 
-def grey(rgb):
+def grey_rgb(rgb):
     """The black-and-white version of a photo, as RGB: its own lightness with no colour (ab = 0)."""
     l, ab = rgb_to_l_ab(rgb)
     return l_ab_to_rgb(l, np.zeros_like(ab))
+
+
+@keras.saving.register_keras_serializable(package="colorlab")
+class GreySRGB(keras.layers.Layer):
+    """l (..., 1) in [0, 1] -> the sRGB grey with that lightness: ``l_ab_to_rgb(l, 0)`` in ``keras.ops``, so
+    that it runs inside a saved model on any backend."""
+
+    def call(self, l):
+        fy = (ops.clip(ops.cast(l, "float32"), 0.0, 1.0) * L_SCALE + 16.0) / 116.0
+        y = ops.where(fy > 6.0 / 29.0, fy**3, (fy - 16.0 / 116.0) / 7.787)  # luminance: a grey's R = G = B
+        gamma = 1.055 * ops.power(ops.maximum(y, 0.0031308), 1.0 / 2.4) - 0.055
+        return ops.clip(ops.where(y > 0.0031308, gamma, 12.92 * y), 0.0, 1.0)

@@ -45,9 +45,11 @@ def main(argv):
     changed = [s for s in sources() if stale(s)]
     for source in changed:
         if check:
-            print(f"stale notebook: {source.with_suffix('.ipynb').relative_to(REPO_ROOT)} differs from its source")
+            print(f"stale notebook: {source.with_suffix('.ipynb').relative_to(REPO_ROOT)} differs from its "
+                  f"source")
         else:
-            with files.atomic_path(source.with_suffix(".ipynb")) as tmp:  # a kill mid-write leaves the old one
+            # a kill mid-write leaves the old one
+            with files.atomic_path(source.with_suffix(".ipynb")) as tmp:
                 nbformat.write(build(source), str(tmp))
             print(f"wrote {source.with_suffix('.ipynb').relative_to(REPO_ROOT)}")
     return 1 if check and changed else 0

@@ -1,18 +1,8 @@
-"""Stage settings: UPPER_CASE constants in one notebook cell tagged ``parameters``.
-
-A stage file sets its defaults in that cell and then calls ``settings.apply(globals())``:
-
-- run as a script, ``python alpha/train.py --EPOCHS=200 --IMAGE=photo.jpg`` overrides them. Values are
-  Python literals (``200``, ``0.5``, ``True``, ``None``, ``(1, 2)``); a bare word is a string. A name
-  that is not a setting, or a value of the wrong type, is a one-line error that lists what is valid.
-  ``--help`` prints the parameters cell, with its comments.
-- in Jupyter it does nothing to the values (papermill injects its own cell after the parameters cell)
-  and makes the repository root the working folder, so paths mean the same as on the command line.
-
-Either way it returns the settings as a dict, for the run's ``settings.json``.
-"""
+"""Stage settings: the UPPER_CASE constants of a stage's ``parameters`` cell, overridden by ``--NAME=value``
+(a Python literal; a bare word is a string) in a terminal; in Jupyter, papermill injects its own cell."""
 
 import ast
+import math
 import os
 import sys
 from pathlib import Path
@@ -26,19 +16,42 @@ class SettingsError(UserError):
     """A bad ``--NAME=value`` or an impossible setting."""
 
 
+def _at_least(low):
+    return lambda v: v >= low, f"at least {low}"
+
+
+_BELOW_1 = (lambda v: 0 <= v < 1, "in [0, 1)")
+RULES = {  # the checks every stage shares: name -> (test, what a good value is)
+    "EPOCHS": _at_least(1), "BATCH_SIZE": _at_least(1), "STEPS_PER_EPOCH": _at_least(1),
+    "WORKERS": _at_least(1), "FILTERS": _at_least(1), "D_FILTERS": _at_least(1),
+    "WARMUP_EPOCHS": _at_least(0), "LAMBDA": _at_least(0), "BETA_1": _BELOW_1, "DROPOUT": _BELOW_1,
+    "IMAGE_SIZE": (lambda v: 1 <= v <= 8192, "between 1 and 8192 pixels"),
+    "ZOOM": (lambda v: 1 <= v <= 8, "between 1 (no zoom) and 8"),
+    "LEARNING_RATE": (lambda v: v > 0, "positive"),
+    "VALIDATION_FRACTION": (lambda v: 0 < v < 1, "between 0 and 1"),
+    "SEED": (lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1"),
+}
+
+
 def in_notebook():
     """True inside a Jupyter kernel (including papermill runs)."""
     return "ipykernel" in sys.modules
 
 
+def flag(name, value):
+    """How the user sets a setting where they are: ``--NAME=value`` in a terminal, the cell in a notebook."""
+    return f"{name} = {value!r} in the parameters cell" if in_notebook() else f"--{name}={value}"
+
+
 def apply(namespace, argv=None):
-    """Override the UPPER_CASE settings in ``namespace`` from ``argv`` (default: the command line)."""
-    defaults = {name: value for name, value in namespace.items() if name.isupper() and not name.startswith("_")}
-    if argv is None:
-        if in_notebook():
-            if (REPO_ROOT / "colorlab").is_dir():
-                os.chdir(REPO_ROOT)
-            return dict(defaults)
+    """Override the UPPER_CASE settings in ``namespace`` from ``argv`` (default: the command line), check
+    them all against ``RULES``, and return them as a dict (for ``settings.json``)."""
+    defaults = {name: value for name, value in namespace.items() if name.isupper() and name[0] != "_"}
+    if argv is None and in_notebook():
+        if (REPO_ROOT / "colorlab").is_dir():
+            os.chdir(REPO_ROOT)  # so that paths mean the same as on the command line
+        argv = []
+    elif argv is None:
         argv = sys.argv[1:]
         _show_user_errors_as_one_line()
         if any(arg in ("-h", "--help") for arg in argv):
@@ -46,11 +59,18 @@ def apply(namespace, argv=None):
             raise SystemExit(0)
     overrides = parse(argv, defaults)
     namespace.update(overrides)
-    return {**defaults, **overrides}
+    values = {**defaults, **overrides}
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number, got {value}")
+        test, good = RULES.get(name, (None, None))
+        if test is not None and isinstance(value, (int, float)) and not test(value):
+            raise SettingsError(f"{name} must be {good}, got {value}")
+    return values
 
 
 def parse(argv, defaults):
-    """Turn ``["--NAME=value", ...]`` into ``{NAME: value}``, checked against the defaults' names and types."""
+    """``["--NAME=value", ...]`` -> ``{NAME: value}``, checked against the defaults' names and types."""
     overrides = {}
     for arg in argv:
         name, sep, text = arg.removeprefix("--").partition("=")
@@ -70,37 +90,32 @@ def check(condition, message):
 
 def _convert(name, text, default):
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        value = ast.literal_eval(text)  # a literal only: nothing is run
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         value = text  # a bare word, such as a path: a string
     if default is None or type(value) is type(default):
         return value
     if isinstance(default, str):
         return None if value is None else text  # optional names and paths; --IMAGE=2024 is the file "2024"
     if isinstance(default, float) and type(value) is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise SettingsError(f"{name} must be a finite number, got {text[:20]}...") from None
     if isinstance(default, bool) and text.lower() in ("true", "false"):
         return text.lower() == "true"
-    raise SettingsError(
-        f"--{name} expects {type(default).__name__} (like {default!r}), got {text!r}"
-    )
+    raise SettingsError(f"--{name} expects {type(default).__name__} (like {default!r}), got {text!r}")
 
 
 def _describe(script, defaults):
-    """The script's parameters cell, comments included, or the bare defaults if it cannot be found."""
-    lines, inside = [], False
-    try:
-        source = Path(script).read_text(encoding="utf-8").splitlines()
+    """The ``--help`` text: the script's parameters cell, comments included (or the bare defaults)."""
+    try:  # the cells, each from the rest of its "# %%" line
+        cells = ("\n" + Path(script).read_text(encoding="utf-8")).split("\n# %%")[1:]
     except OSError:
-        source = []
-    for line in source:
-        if line.startswith("# %%"):
-            if inside:
-                break
-            inside = "parameters" in line
-        elif inside and line.strip():
-            lines.append("  --" + line)
-    body = "\n".join(lines) or "\n".join(f"  --{k} = {v!r}" for k, v in defaults.items())
+        cells = []
+    cell = next((c.splitlines()[1:] for c in cells if "parameters" in c.partition("\n")[0]), [])
+    body = "\n".join("  --" + line for line in cell if line.strip())
+    body = body or "\n".join(f"  --{k} = {v!r}" for k, v in defaults.items())
     return f"usage: python {script} [--NAME=value ...]\n\nsettings and their defaults:\n{body}"
 
 

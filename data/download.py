@@ -14,14 +14,18 @@
 # `python data/download.py --URL=https://example.org/photos.tgz --MD5=None --DEST=data/photos`
 
 # %%
-from colorlab import download, settings
+from colorlab import settings
+from colorlab.commands import download
 
 # %% tags=["parameters"]
-URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"  # a .tgz, .tar.gz, .tar.bz2, .tar.xz or .tar; file:// works
-MD5 = "3df6f0d01a2c9592104656642f5e78a3"  # of the whole archive (as torchvision's Imagenette checks it); None skips the check
-DEST = "data/imagenette2-320"  # the photos land in DEST/train and DEST/val; the download waits in data/.downloads
+# a .tgz, .tar.gz, .tar.bz2, .tar.xz or .tar; file:// works
+URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"
+MD5 = "3df6f0d01a2c9592104656642f5e78a3"  # of the whole archive (as torchvision checks it); None: no check
+# a folder of its own (not data/ or the repository): photos land in DEST/train and DEST/val; the download
+# waits in data/.downloads
+DEST = "data/imagenette2-320"
 KEEP_ARCHIVE = False  # True keeps the downloaded archive in data/.downloads after unpacking (326 MiB)
-OVERWRITE = False  # True replaces a DEST that holds anything else, once the new download is complete
+OVERWRITE = False  # True replaces an earlier download in DEST, once the new one is complete; never your files
 RETRIES = 3  # a dropped connection is resumed this many times before giving up (a later run resumes too)
 TIMEOUT = 60.0  # seconds without data before a connection counts as dropped
 
@@ -29,4 +33,5 @@ TIMEOUT = 60.0  # seconds without data before a connection counts as dropped
 settings.apply(globals())  # --NAME=value from the terminal
 settings.check(RETRIES >= 0, f"RETRIES must be 0 or more, got {RETRIES}")
 settings.check(TIMEOUT > 0, f"TIMEOUT must be a positive number of seconds, got {TIMEOUT}")
-download.fetch(URL, DEST, MD5, keep_archive=KEEP_ARCHIVE, overwrite=OVERWRITE, retries=RETRIES, timeout=TIMEOUT)
+download.fetch(URL, DEST, MD5, keep_archive=KEEP_ARCHIVE, overwrite=OVERWRITE, retries=RETRIES,
+               timeout=TIMEOUT)

@@ -29,19 +29,20 @@
 #    than the colouriser, so most of the training time went to recomputing the same numbers. Here
 #    each photo's embedding is computed once and kept on disk.
 #
-# Run it from the repository root with `python full/train.py` (about 5 minutes on a 2-core laptop CPU
-# with the 7 sample photos), or `python full/train.py --help` to list the settings. `full/README.md`
-# gives the settings for a real dataset. In Jupyter, open `full/train.ipynb`: it is generated from
-# this file.
+# Run it from the repository root with `python full/train.py` (16 minutes with the 7 sample photos,
+# measured on a 2-core CPU busy with other jobs), or `python full/train.py --help` to list the settings.
+# `full/README.md` shows what to expect and gives the settings for a real dataset. In Jupyter, open
+# `full/train.ipynb`: it is generated from this file.
 
 # %%
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
-from colorlab import classifiers, data, embeddings, files, fusion, images, lab, plots, settings, speed, training
+from colorlab import UserError, coloring, data, embeddings, files, lab, plots, settings, training
 
 # %% [markdown]
 # ## Settings
@@ -50,7 +51,7 @@ from colorlab import classifiers, data, embeddings, files, fusion, images, lab, 
 #
 # `CLASSIFIER_WEIGHTS` decides whether the embedding means anything:
 #
-# - `"imagenet"`: the classifier's ImageNet weights, fetched by Keras the first time (215 MB for
+# - `"imagenet"`: the classifier's ImageNet weights, fetched by Keras the first time (about 220 MB for
 #   Inception-ResNet-v2; then kept in `~/.keras/models`). Without internet, the run stops at once with
 #   a message that says what to do.
 # - `"auto"` (the default): the ImageNet weights if Keras can get them (downloaded or already in its
@@ -66,15 +67,19 @@ DATA = "data/samples"  # a folder of photos (JPEG, PNG, WebP, BMP, TIFF; any siz
 IMAGE_SIZE = 128  # side of the square training crops, in pixels; a multiple of 8 (three stride-2 layers)
 ZOOM = 1.3  # each photo's shorter side is scaled to 1 to ZOOM times IMAGE_SIZE before a crop is cut
 BATCH_SIZE = 8  # crops per gradient step
-STEPS_PER_EPOCH = 16  # gradient steps per epoch; with 5 training photos, that is ~25 crops of each photo
+STEPS_PER_EPOCH = 12  # gradient steps per epoch: BATCH_SIZE x 12 = 96 crops, ~19 of each of the 5
+                      # training photos
 EPOCHS = 10  # total epochs; a resumed run counts the epochs done before it
 VALIDATION_FRACTION = 0.25  # share of the photos kept aside, whole, to check on photos never trained on
 LEARNING_RATE = 0.001  # Adam's step size (its usual default)
 WORKERS = 2  # threads that read and crop photos while the model trains; 1 reads them in the main thread
-MIXED_PRECISION = "auto"  # 16-bit maths: "auto" uses it on a GPU only (a CPU gains nothing); True, False, "bfloat16"
-JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose for the backend; True, False
+MIXED_PRECISION = False  # True: 16-bit maths in the colouriser, about twice as fast on a recent GPU
+                         # (not on a CPU)
+JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose for the backend;
+                     # True, False
 SEED = 0  # the same seed gives the same starting weights and the same crops, so the same result
-CLASSIFIER = "inception_resnet_v2"  # the 2017 choice; or inception_v3, resnet50, efficientnet_b0, mobilenet_v3_small
+CLASSIFIER = "inception_resnet_v2"  # the 2017 choice; or inception_v3, resnet50, efficientnet_b0,
+                                    # mobilenet_v3_small
 CLASSIFIER_WEIGHTS = "auto"  # "imagenet", "auto" (imagenet, else random, announced), a weights file, or None
 EMBEDDING_CACHE = "outputs/embeddings"  # each photo's embedding is kept here, shared by every run
 OUT_DIR = "outputs/full"  # the checkpoint, result grids, logs, model and metrics are written here
@@ -82,122 +87,247 @@ OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
 RESUME = False  # True continues an interrupted run from the last epoch saved in OUT_DIR
 
 # %%
-config = settings.apply(globals())  # --NAME=value from the terminal; nothing in Jupyter
-settings.check(IMAGE_SIZE >= 8 and IMAGE_SIZE % 8 == 0, f"IMAGE_SIZE must be a positive multiple of 8, got {IMAGE_SIZE}")
-settings.check(ZOOM >= 1, f"ZOOM must be at least 1 (1 means no zoom), got {ZOOM}")
-settings.check(BATCH_SIZE >= 1, f"BATCH_SIZE must be at least 1, got {BATCH_SIZE}")
-settings.check(STEPS_PER_EPOCH >= 1, f"STEPS_PER_EPOCH must be at least 1, got {STEPS_PER_EPOCH}")
-settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
-settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be between 0 and 1, got {VALIDATION_FRACTION}")
-settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
-settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
-settings.check(CLASSIFIER in classifiers.CLASSIFIERS,
-               f"unknown CLASSIFIER {CLASSIFIER!r}; choose one of: {', '.join(classifiers.CLASSIFIERS)}")
-settings.check(not Path(EMBEDDING_CACHE).is_file(), f"EMBEDDING_CACHE must be a folder; {EMBEDDING_CACHE} is a file")
-settings.check(0 <= SEED < 2**32, f"SEED must be between 0 and 2**32 - 1, got {SEED}")
-if RESUME:
-    training.check_resume(OUT_DIR, config)  # a wrong OUT_DIR stops here, before any photo is read
+config = settings.apply(globals())  # --NAME=value from the terminal; checks every value (EPOCHS >= 1, ...)
+settings.check(IMAGE_SIZE % 8 == 0,
+               f"IMAGE_SIZE must be a multiple of 8 (three stride-2 layers), got {IMAGE_SIZE}")
+settings.check(CLASSIFIER_WEIGHTS in ("imagenet", "auto", None) or Path(CLASSIFIER_WEIGHTS).is_file(),
+               f"CLASSIFIER_WEIGHTS={CLASSIFIER_WEIGHTS}: no such file; give \"imagenet\", \"auto\", "
+               f"the path of a weights file, or None (random weights)")
+files.check_destination(EMBEDDING_CACHE, "EMBEDDING_CACHE")  # never the repository, your home folder, ...
+settings.check(not Path(EMBEDDING_CACHE).is_file(),
+               f"EMBEDDING_CACHE must be a folder; {EMBEDDING_CACHE} is a file")
 keras.utils.set_random_seed(SEED)
 
 # %% [markdown]
+# ## The classifiers
+# Keras ships the classic ImageNet classifiers in `keras.applications`. Each wants its input in its
+# own way: a fixed size, and its own scaling of the 0-255 pixel values, which its module's
+# `preprocess_input` function applies. One row per classifier keeps them together, so that changing
+# `CLASSIFIER` changes all of it:
+#
+# | `CLASSIFIER` | input | its `preprocess_input` (mode) | weights |
+# |---|---|---|---|
+# | `inception_resnet_v2` (the 2017 choice) | 299 x 299 | `"tf"`: x / 127.5 - 1, into [-1, 1] | 55.9 M |
+# | `inception_v3` | 299 x 299 | `"tf"`: into [-1, 1] | 23.9 M |
+# | `resnet50` | 224 x 224 | `"caffe"`: RGB to BGR, minus ImageNet's mean colour | 25.6 M |
+# | `efficientnet_b0` | 224 x 224 | none: 0-255, it normalizes inside | 5.3 M |
+# | `mobilenet_v3_small` | 224 x 224 | none: 0-255, it normalizes inside | 2.6 M |
+#
+# Each costs its own time per photo: exercise 4 measures it. The classifier is only ever *used*, never
+# trained: its weights stay as they are.
+
+# %%
+classifiers = {  # name: (keras.applications model, its module, input side in pixels, preprocess_input's mode)
+    "inception_resnet_v2": ("InceptionResNetV2", "inception_resnet_v2", 299, "tf"),
+    "inception_v3": ("InceptionV3", "inception_v3", 299, "tf"),
+    "resnet50": ("ResNet50", "resnet50", 224, "caffe"),
+    "efficientnet_b0": ("EfficientNetB0", "efficientnet", 224, None),
+    "mobilenet_v3_small": ("MobileNetV3Small", "mobilenet_v3", 224, None),
+}
+settings.check(CLASSIFIER in classifiers,
+               f"unknown CLASSIFIER {CLASSIFIER!r}; choose one of: {', '.join(classifiers)}")
+
+# %% [markdown]
 # ## The photos
-# As in beta: random square crops of the training photos, streamed from disk by `WORKERS` threads
-# as 8-bit RGB (split into `l` and `ab` inside the training step), and a validation set of whole
-# photos the network never trains on.
+# As in beta: random square crops of the training photos, streamed from disk by `WORKERS` threads,
+# and a validation set of whole photos the network never trains on.
 
 # %%
 train, validation = data.from_folder(
     DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS,
-    output="rgb",
+    exclude=OUT_DIR,  # never train on this run's own pictures
 )
-out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
+out_dir = files.prepare_out_dir(OUT_DIR, "full", OVERWRITE, RESUME)  # never replaces what it did not write
 
 # %% [markdown]
-# ## The classifier
-# Keras ships the classic ImageNet classifiers in `keras.applications`. Each one wants its input in
-# its own way: a fixed size, and a fixed scaling of the pixel values. `colorlab.classifiers` keeps
-# one row per classifier, so that changing `CLASSIFIER` changes all of it together:
-#
-# | `CLASSIFIER` | input | after its `preprocess_input` | weights | CPU time per photo* |
-# |---|---|---|---|---|
-# | `inception_resnet_v2` (the 2017 choice) | 299 x 299 | [-1, 1] | 56 M | 0.35 to 0.5 s |
-# | `inception_v3` | 299 x 299 | [-1, 1] | 24 M | 0.16 s |
-# | `resnet50` | 224 x 224 | BGR, ImageNet mean subtracted | 26 M | 0.16 s |
-# | `efficientnet_b0` | 224 x 224 | [0, 255] (it normalizes inside) | 5 M | 0.05 s |
-# | `mobilenet_v3_small` | 224 x 224 | [0, 255] (it normalizes inside) | 2.6 M | 0.015 s |
-#
-# \*measured on a busy 2-core CPU with TensorFlow, in batches of 8 photos, after the first batch
-# (which also builds the compiled graph: 3 to 11 s). The classifier is only ever *used*, never
-# trained: its weights stay as they are.
+# ## Loading the classifier
+# `keras.applications` builds the classifier and, with `weights="imagenet"`, downloads its weights
+# the first time. The function below adds what `CLASSIFIER_WEIGHTS` promises: a one-line message
+# when the download fails, random weights announced loudly, or a weights file of your own.
 
 # %%
-classifier, weights_used = classifiers.load(CLASSIFIER, CLASSIFIER_WEIGHTS)  # may download, once
-recipe = classifiers.CLASSIFIERS[CLASSIFIER]
-embed = classifiers.embedder(classifier, CLASSIFIER)  # Keras model: l (N, H, W, 1) -> (N, 1000)
+def random_weights_warning(reason):
+    bar = "!" * 100
+    return (f"{bar}\n!! WARNING: the {CLASSIFIER} classifier has RANDOM weights ({reason}).\n"
+            "!! The stage runs, but the embedding carries NO meaning about what is in the photo: "
+            "fusion cannot help.\n"
+            "!! For real features, set CLASSIFIER_WEIGHTS=imagenet (the internet once; Keras then keeps "
+            "the file in\n"
+            f"!! ~/.keras/models) or the path of a downloaded weights file.\n{bar}")
+
+
+def first_line(error):
+    return (str(error).strip() or type(error).__name__).splitlines()[0][:200]
+
+
+def load_classifier(name, weights):
+    """keras.applications' classifier ``name`` with its 1000-class top; returns (model, the weights used)."""
+    constructor, _, size, _ = classifiers[name]
+    build = lambda weights: getattr(keras.applications, constructor)(weights=weights,
+                                                                     input_shape=(size, size, 3))
+    if weights in ("imagenet", "auto"):
+        try:
+            # Keras's own loading code: downloads once, then from its cache
+            return build("imagenet"), "imagenet"
+        except Exception as error:  # offline, Keras says "URL fetch failure on https://..."
+            if weights == "imagenet":
+                raise UserError(f"cannot load the ImageNet weights of {name} ({first_line(error)}): "
+                                f"connect to the internet once (Keras then keeps them in ~/.keras/models), "
+                                f"or set CLASSIFIER_WEIGHTS to the path of a weights file, or to None "
+                                f"(random weights)") from None
+            print(random_weights_warning(f"CLASSIFIER_WEIGHTS=auto, and the ImageNet weights could not be "
+                                         f"loaded: {first_line(error)}"))
+            return build(None), None
+    model = build(None)  # random weights
+    if weights is None:
+        print(random_weights_warning("CLASSIFIER_WEIGHTS=None"))
+        return model, None
+    try:
+        model.load_weights(weights)
+    except Exception as error:  # Keras reports a file that does not fit with many kinds of exception
+        raise UserError(f"{weights}: cannot load these weights into {name} with its 1000-class top "
+                        f"({first_line(error)}); check CLASSIFIER and CLASSIFIER_WEIGHTS") from None
+    return model, weights
+
+
+classifier, weights_used = load_classifier(CLASSIFIER, CLASSIFIER_WEIGHTS)
 meaningful = weights_used is not None
+size, module = classifiers[CLASSIFIER][2], getattr(keras.applications, classifiers[CLASSIFIER][1])
 print(f"{CLASSIFIER}: {classifier.count_params():,} weights ({weights_used or 'RANDOM'}), "
-      f"input {recipe.size}x{recipe.size}, {embed.output.shape[-1]} classes")
+      f"input {size}x{size}")
 
 # %% [markdown]
-# ## What the classifier sees
+# ## What the classifier sees: the 2017 defect and its fix
 # The classifier was trained on colour photos; we have only the lightness `l`. We show it the
-# black-and-white photo as a screen would show it: each pixel's grey (`l` turned back into sRGB, the
-# same grey in the red, green and blue channels), on the 0-255 scale of an 8-bit image, resized to
-# the classifier's input size. Then, and only then, the classifier's own `preprocess_input` scales
-# it the way the classifier was trained: Inception-ResNet-v2 divides by 127.5 and subtracts 1, so
-# its pixels lie in [-1, 1].
+# black-and-white photo as a screen would show it:
 #
-# These steps are a Keras layer, `classifiers.ClassifierInput`, so they are saved inside the final
-# model and `colorize` repeats them exactly. Below, what the classifier receives for a validation
-# photo, and what the 2017 code gave it: 0-1 values into the same preprocessing, all squeezed near -1.
+# 1. `l` resized to the classifier's square (`Resizing`; a photo of another shape is stretched to it);
+# 2. each pixel's grey: `l` turned back into sRGB, in [0, 1] (`lab.GreySRGB`, the Lab maths of alpha as
+#    a Keras layer);
+# 3. **times 255**: the 0-255 scale of an 8-bit image, the scale every `preprocess_input` expects;
+# 4. the same grey in the red, green and blue channels (`Concatenate`);
+# 5. the classifier's own preprocessing, written as Keras layers: for the `"tf"` mode,
+#    `Rescaling(1 / 127.5, offset=-1)`, into [-1, 1]; for `"caffe"`, a flip from RGB to BGR and then
+#    ImageNet's mean colour subtracted, channel by channel (`Normalization` with that mean and a
+#    variance of 1). A grey has R = G = B, so the flip changes nothing and is left out. EfficientNet
+#    and MobileNet-v3 take 0-255 and normalize inside: nothing to add.
+#
+# Step 3 is the fix. The 2017 code skipped it: 0-1 values went into a preprocessing made for 0-255,
+# and Inception-ResNet-v2 received values squeezed between -1 and -0.99, an almost uniform grey.
+#
+# These steps are built-in Keras layers (and `lab.GreySRGB`, which `colorlab` registers), so they are
+# saved inside the final model and the `colorize` command repeats them exactly, with no code from this
+# file. If you change them, change `RECIPE` too: it keys the embedding cache below, so that embeddings
+# computed the old way are not reused.
 
 # %%
-sample_path = validation.first_usable()  # the first validation photo that can be read
-sample_l = embeddings.classifier_l(sample_path, recipe.size)[None]  # (1, size, size, 1) in [0, 1]
-seen = keras.ops.convert_to_numpy(classifiers.ClassifierInput(CLASSIFIER)(sample_l))  # (1, size, size, 3)
-seen_2017 = recipe.preprocess(keras.ops.convert_to_numpy(classifiers.grey_srgb(sample_l)).repeat(3, axis=-1))
-print(f"{sample_path}: the classifier receives values in [{seen.min():.2f}, {seen.max():.2f}] "
-      f"(documented range {recipe.input_range}); the 2017 way, [{seen_2017.min():.3f}, {seen_2017.max():.3f}]")
-images.save(out_dir / "classifier_input.png", keras.ops.convert_to_numpy(classifiers.grey_srgb(sample_l))[0].repeat(3, axis=-1))
+RECIPE = ("whole photo, longer side = size, l stretched to a square; grey sRGB x 255, 3 channels; "
+          "preprocess_input; v2")
+
+
+def classifier_input(name):
+    """A Keras model: l (N, H, W, 1) in [0, 1], any size -> classifier ``name``'s input (N, size, size, 3)."""
+    _, _, size, mode = classifiers[name]
+    l = keras.Input(shape=(None, None, 1), name="l")
+    x = layers.Resizing(size, size, antialias=True)(l)  # (N, size, size, 1)
+    grey = lab.GreySRGB()(x)  # the grey a screen shows for this lightness, sRGB in [0, 1]
+    grey = layers.Rescaling(255.0)(grey)  # THE FIX: 0-255, the scale preprocess_input expects
+    rgb = layers.Concatenate()([grey, grey, grey])  # (N, size, size, 3): R = G = B
+    if mode == "tf":
+        rgb = layers.Rescaling(1 / 127.5, offset=-1.0)(rgb)  # [0, 255] -> [-1, 1]
+    elif mode == "caffe":  # BGR minus ImageNet's mean colour (for a grey, BGR = RGB)
+        rgb = layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0, 1.0, 1.0])(rgb)
+    return keras.Model(l, rgb, name="classifier_input")
+
+
+photo_l = keras.Input(shape=(None, None, 1), name="l")
+# l -> (N, 1000)
+embed = keras.Model(photo_l, classifier(classifier_input(CLASSIFIER)(photo_l)), name="embedder")
+
+# %% [markdown]
+# **A check, on a real photo.** The layers above must give exactly what each classifier's own
+# `preprocess_input` gives for the same black-and-white photo on the 0-255 scale (computed here with
+# NumPy and scikit-image, the way Keras documents it). We check every classifier of the table, not
+# only the one in use, to within half of one of the 256 grey levels. Then, for the classifier in use,
+# what the 2017 code fed it. Below, what the classifier receives, shown on its own scale (its black
+# is black, its white is white), next to what the 2017 code gave it.
+
+# %%
+sample_path = validation.first_usable()  # a known photo: the first validation photo that can be read
+print(f"what each classifier receives for {sample_path}, against keras.applications' preprocess_input:")
+for name, (_, module_name, side, _) in classifiers.items():
+    # NumPy arrays: changes them in place
+    preprocess = getattr(keras.applications, module_name).preprocess_input
+    sample_l = embeddings.classifier_l(sample_path, side)  # (side, side, 1) in [0, 1]
+    seen = keras.ops.convert_to_numpy(classifier_input(name)(sample_l[None]))[0]  # (side, side, 3)
+    # (side, side, 3), R = G = B, 0-255
+    grey255 = lab.l_ab_to_rgb(sample_l, np.zeros((side, side, 2))) * 255.0
+    expected = preprocess(grey255.copy())
+    black, white = (preprocess(np.zeros((1, 1, 3), np.float32)),
+                    preprocess(np.full((1, 1, 3), 255.0, np.float32)))
+    error = np.abs(seen - expected).max() / np.abs((white - black) / 255).min()  # in grey levels
+    print(f"  {name:20} [{seen.min():8.2f}, {seen.max():7.2f}] "
+          f"(black {black.min():.2f}, white {white.max():.2f}); largest difference {error:.3f} grey levels")
+    assert error < 0.5, f"{name}: the classifier's input is not its preprocess_input of the grey photo"
+    if name == CLASSIFIER:
+        shown = (seen - black) / (white - black)  # on the classifier's scale: its black 0, its white 1
+        seen_2017 = preprocess(grey255 / 255.0)  # the 2017 code: grey in [0, 1], into the same preprocessing
+        shown_2017 = (seen_2017 - black) / (white - black)
+print(f"{CLASSIFIER}, the 2017 way: [{seen_2017.min():.3f}, {seen_2017.max():.3f}], "
+      f"{np.ptp(shown_2017):.1%} of the range it was trained on (the fix: {np.ptp(shown):.0%})")
+plots.save_columns(out_dir / "classifier_input.png", {
+    f"what {CLASSIFIER} receives": [shown], "what the 2017 code gave it": [shown_2017]},
+    [Path(sample_path).name])
 
 # %% [markdown]
 # ## One embedding per photo, computed once
 # The embedding of a photo does not change during training, so it is computed once, before training,
 # and kept on disk in `EMBEDDING_CACHE`: one small file per photo, found again by the photo's
-# *content* (a hash of its bytes), the classifier and a fingerprint of its weights. A second run, or
-# a resumed one, reads them back in a moment; a changed photo, classifier or set of weights is
-# recomputed; a damaged file is recomputed rather than trusted.
+# *content* (a hash of its bytes), the classifier, a fingerprint of its weights and `RECIPE`. A second
+# run, or a resumed one, reads them back in a moment; a changed photo, classifier, set of weights or
+# recipe is recomputed; a damaged file is recomputed rather than trusted.
 #
 # **The trade-off.** The embedding is of the *whole* photo, not of the random crop (zoomed, flipped)
 # that the network trains on. A crop of a face still comes from a photo of a person, and a flip does
 # not change what is in it, so the whole photo's embedding describes the crop well; and at colouring
 # time the network does see whole photos. Computing the embedding of each crop instead would follow
 # the augmentation exactly, at the price of one classifier call per crop, every epoch: the 2017 cost.
+#
+# With the embeddings attached, each batch is a pair `((l, embedding), ab)`: the colouriser's two
+# inputs, and the target.
 
 # %%
-cache = embeddings.Cache(EMBEDDING_CACHE, embed.predict_on_batch, CLASSIFIER, classifiers.fingerprint(classifier))
+fingerprint = embeddings.fingerprint(classifier)  # a hash of the classifier's weights
+cache = embeddings.Cache(EMBEDDING_CACHE, embed.predict_on_batch, size, CLASSIFIER, fingerprint, RECIPE)
 start = time.perf_counter()
-train = embeddings.EmbeddedPhotos.attach(train, cache.get(train.paths))  # batches: ((rgb, embedding),)
-validation = embeddings.EmbeddedPhotos.attach(validation, cache.get(validation.paths))
+train.embeddings = cache.get(train.paths)  # (training photos, 1000): one row per photo
+validation.embeddings = cache.get(validation.paths)
 embedding_seconds = time.perf_counter() - start
-(l, embedding), ab = data.split_batch(train[0])  # l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1), embedding (BATCH_SIZE, 1000)
-print(f"a batch: l {l.shape}, embedding {embedding.shape}, ab {ab.shape}")
+(l, embedding), ab = train[0]  # one batch: each crop with the embedding of the photo it was cut from
+print(f"a batch: ((l {l.shape}, embedding {embedding.shape}), ab {ab.shape}); "
+      f"l in [{l.min():.2f}, {l.max():.2f}], "
+      f"each embedding sums to {embedding.sum(axis=1).mean():.3f} (probabilities), "
+      f"ab in [{ab.min():.2f}, {ab.max():.2f}]")
 
 # %% [markdown]
-# What does the classifier make of the validation photo above, in grey? Its five most probable
-# classes. (With ImageNet weights, `decode_predictions` names them; it downloads the class names the
-# first time.)
+# What does the classifier make of the photo above, in grey? Its five most probable classes. (With
+# ImageNet weights, `decode_predictions` names them; it downloads the class names the first time.)
 
 # %%
-sample_embedding = validation.embeddings[validation.paths.index(sample_path)]  # from the cache
-guesses, note = classifiers.top_guesses(sample_embedding, CLASSIFIER, names=meaningful)
+probabilities = validation.embeddings[validation.paths.index(sample_path)]  # from the cache
+top = np.argsort(probabilities)[::-1][:5]
+labels = [f"class {i}" for i in top]
+if meaningful:
+    try:
+        labels = [label for _, label, _ in module.decode_predictions(probabilities[None], top=5)[0]]
+    except Exception:  # offline: the class names cannot be fetched
+        print("(class names unavailable offline: ImageNet class numbers instead)")
 print(f"top-5 guesses for {sample_path}:")
-for label, probability in guesses:
-    print(f"  {probability:6.1%}  {label}")
-if note:
-    print(f"  ({note})")
+for i, label in zip(top, labels):
+    print(f"  {probabilities[i]:6.1%}  {label}")
 if not meaningful:
-    print("  These guesses are MEANINGLESS: the classifier has random weights (see CLASSIFIER_WEIGHTS above).")
+    print("  These guesses are MEANINGLESS: the classifier has random weights "
+          "(see CLASSIFIER_WEIGHTS above).")
 
 # %% [markdown]
 # ## The baseline: predict grey
@@ -211,23 +341,30 @@ print(f"predicting grey on the {len(validation.paths)} validation photos: loss {
 # ## The network: beta's encoder-decoder, with fusion in the middle
 # The **encoder** is beta's: at 1/8 of the photo's size, it describes each place with 256 numbers.
 #
-# **Fusion** adds the photo's 1000-number embedding to that description, at every place:
+# **Fusion** joins the photo's 1000-number embedding to that description, at every place. The plain
+# way, the 2017 one, copies the embedding to each of the `h/8 x w/8` places, stacks it onto the 256
+# features (1256 numbers per place) and mixes them with a **1x1 convolution**: at each place, each of
+# its 256 outputs is a learned weighted sum of all 1256 numbers, plus a bias, then ReLU. It can learn,
+# say, "smooth and bright, in a photo of the sea: sky blue".
 #
-# 1. `fusion.RepeatOverGrid` copies the embedding to each of the encoder's `h/8 x w/8` places,
-#    whatever the photo's size (it reads the grid size when the model runs): (N, h/8, w/8, 1000).
-# 2. `Concatenate` stacks it onto the encoder's features: 256 + 1000 numbers per place.
-# 3. A **1x1 convolution** with 256 filters mixes them, place by place: each output is a learned
-#    weighted sum of "what is here" and "what is in the photo", followed by ReLU. It can learn, say,
-#    "smooth and bright, in a photo of the sea: sky blue".
+# Look at that weighted sum: `W_f . features + W_e . embedding + b`. Its second part is the *same at
+# every place*, since the embedding is. So we compute it once per photo, with a `Dense(256)` layer on
+# the embedding, and add it to a `Conv2D(256, 1)` of the features. `Reshape` makes it (N, 1, 1, 256),
+# and `Add` broadcasts it over every place, whatever the photo's size. The same weights, the same
+# numbers, but the 1000 numbers are never copied to every place (at 1/8 of a 1024 x 1024 photo, that
+# is 16 million numbers per photo), and only Keras's own layers are used: any Keras loads the saved
+# model without code from this file.
 #
 # The **decoder** is beta's too: it turns the fused description into `ab` at full resolution.
+#
+# `MIXED_PRECISION` applies to the colouriser only: the layers below are built after it is set, and the
+# classifier, built above, stays in 32-bit floats.
 
 # %%
-policy = speed.mixed_precision(MIXED_PRECISION)  # for the colouriser's layers; the classifier stays float32
-jit_compile = speed.jit_compile(JIT_COMPILE)
-print(speed.describe(policy, jit_compile))
+# for the layers built from here on
+keras.config.set_dtype_policy("mixed_float16" if MIXED_PRECISION else "float32")
 l_input = keras.Input(shape=(None, None, 1), name="l")  # any height and width that divide by 8
-embedding_input = keras.Input(shape=(embed.output.shape[-1],), name="embedding")  # (N, 1000)
+embedding_input = keras.Input(shape=(classifier.output.shape[-1],), name="embedding")  # (N, 1000)
 # encoder: what is where
 x = layers.Conv2D(64, 3, activation="relu", padding="same", strides=2)(l_input)  # 1/2 size
 x = layers.Conv2D(128, 3, activation="relu", padding="same")(x)
@@ -237,10 +374,14 @@ x = layers.Conv2D(256, 3, activation="relu", padding="same", strides=2)(x)  # 1/
 x = layers.Conv2D(512, 3, activation="relu", padding="same")(x)
 x = layers.Conv2D(512, 3, activation="relu", padding="same")(x)
 features = layers.Conv2D(256, 3, activation="relu", padding="same")(x)  # (N, h/8, w/8, 256)
-# fusion: what is in the photo, at every place
-grid = fusion.RepeatOverGrid(name="repeat_embedding")([embedding_input, features])  # (N, h/8, w/8, 1000)
-x = layers.Concatenate(name="concatenate")([features, grid])  # (N, h/8, w/8, 1256)
-x = layers.Conv2D(256, 1, activation="relu", name="fusion")(x)  # (N, h/8, w/8, 256)
+# fusion: a 1x1 convolution over [features, embedding at every place], computed without the copies
+# W_f . features + b, (N, h/8, w/8, 256)
+from_features = layers.Conv2D(256, 1, name="fusion_features")(features)
+# W_e . embedding
+from_embedding = layers.Dense(256, use_bias=False, name="fusion_embedding")(embedding_input)
+from_embedding = layers.Reshape((1, 1, 256))(from_embedding)  # (N, 1, 1, 256)
+x = layers.Add()([from_features, from_embedding])  # broadcast: the same W_e . embedding added at every place
+x = layers.ReLU(name="fusion")(x)  # (N, h/8, w/8, 256)
 # decoder: which colour goes where
 x = layers.Conv2D(128, 3, activation="relu", padding="same")(x)
 x = layers.UpSampling2D(2)(x)  # 1/4 size
@@ -249,110 +390,136 @@ x = layers.UpSampling2D(2)(x)  # 1/2 size
 x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
 x = layers.UpSampling2D(2)(x)  # full size
 x = layers.Conv2D(16, 3, activation="relu", padding="same")(x)
-ab_output = layers.Conv2D(2, 3, activation="tanh", padding="same", name="ab", dtype="float32")(x)  # ab in [-1, 1], per pixel
-model = keras.Model([l_input, embedding_input], ab_output, name="colouriser")
-model.summary()
+# ab in [-1, 1], in float32
+ab_output = layers.Conv2D(2, 3, activation="tanh", padding="same", dtype="float32")(x)
+colorizer = keras.Model((l_input, embedding_input), ab_output, name="colorizer")  # (l, embedding) -> ab
+colorizer.summary()
+
+# %% [markdown]
+# The colouriser needs the embedding of every photo it colours. So that colouring a photo needs only
+# its lightness, we also build the **complete** model: one input, `l`; inside, the classifier's input
+# layers and the classifier give the embedding, and the colouriser's layers give `ab`. They are the
+# very same layers, so the complete model's weights change as the colouriser trains; we wrap them in a
+# second `keras.Model` only so that the optimizer's state, which training attaches to `colorizer`, is
+# not saved with it (twice the colouriser's weights, of no use for colouring). The result grids after
+# each epoch and the saved `model.keras` use the complete model.
+
+# %%
+photo_l = keras.Input(shape=(None, None, 1), name="l")
+# shares every layer and weight
+same_layers = keras.Model(colorizer.input, colorizer.output, name="colorizer")
+# l -> ab, the classifier inside
+complete = keras.Model(photo_l, same_layers((photo_l, embed(photo_l))), name="full")
 
 # %% [markdown]
 # ## Training
-# As in beta, with `training.fit`: checkpoints after each epoch (`--RESUME=True` continues an
-# interrupted run), the validation photos coloured after each epoch in `OUT_DIR/grids/`, TensorBoard
-# logs in `OUT_DIR/logs`, and a clear stop if the loss becomes NaN. Each batch is
-# `((rgb, embedding),)`, 8-bit crops with their photos' embeddings; `training.RGBTrainer` splits the
-# crops into `l` and `ab` inside the step and gives the colouriser `[l, embedding]`, as beta's does.
-# The embeddings come from memory, so a training step costs the same as beta's plus the small fusion
-# layer. To colour the example photos after each epoch, `embeddings.predictor` runs the classifier
-# once per photo and remembers the result. `MIXED_PRECISION` and `JIT_COMPILE` change only the speed
-# (see beta).
+# As in beta: the mean squared error between the predicted and the true `ab`, Adam, and Keras's
+# callbacks for a long run (`BackupAndRestore` for `--RESUME=True`, `ModelCheckpoint` for the best
+# epoch, `CSVLogger`, `TerminateOnNaN`, TensorBoard in `OUT_DIR/logs`). `colorizer.fit` trains the
+# colouriser on the `((l, embedding), ab)` pairs; the embeddings come from memory, so a step costs
+# what beta's does, plus the small fusion layers. `training.ResultGrid` colours the validation photos
+# after each epoch with the complete model, classifier included, as `colorize` will.
 
 # %%
-trainer = training.RGBTrainer(model)  # ((uint8 rgb, embedding),) -> colouriser([l, embedding]) vs ab
-trainer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=jit_compile)
+colorizer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=JIT_COMPILE)
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
-predict = embeddings.predictor(embed)  # predict(model, l): the embedding of each photo, then the colouriser
 start = time.perf_counter()
-run = training.fit(
-    trainer, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs),
-    predict=predict, settings=config, keep_best="val_loss",  # keep the epoch with the lowest validation loss
-)
-print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter() - start:.0f} s in this run)")
+with training.stops(out_dir / "backup"):  # Ctrl-C or NaN: one line that says what is saved
+    colorizer.fit(train, validation_data=validation, epochs=EPOCHS, callbacks=[
+        keras.callbacks.ModelCheckpoint(
+            out_dir / "best.weights.h5", save_best_only=True, save_weights_only=True,
+            # a resumed run's best
+            initial_value_threshold=training.lowest(out_dir / "history.csv", "val_loss"),
+        ),
+        keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
+        # the setting, also after a resume
+        keras.callbacks.LearningRateScheduler(lambda epoch: LEARNING_RATE),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        keras.callbacks.TensorBoard(out_dir / "logs"),  # `tensorboard --logdir OUT_DIR/logs`
+        # ours: coloured by the complete model
+        training.ResultGrid(out_dir / "grids", names, rgbs, model=complete),
+        # last, so that an epoch counts as saved only once everything above has written it:
+        keras.callbacks.BackupAndRestore(out_dir / "backup", double_checkpoint=True, delete_checkpoint=False),
+    ])
+seconds = time.perf_counter() - start
+history = training.history(out_dir / "history.csv")  # every epoch, those of an interrupted run included
+print(f"trained {len(history['loss'])} epochs ({seconds:.0f} s in this run)")
 
 # %% [markdown]
 # ## The result
 # The validation photos, whole, coloured by the network, which has never trained on them. With
-# random classifier weights, expect beta's result at best: the embedding says nothing about what is
-# in the photo. It still differs from photo to photo, though, so with only 5 training photos it can
-# serve as a *name* for each one, and help the network learn them by heart: a lower training loss
-# than beta's, not a better validation loss. With ImageNet weights, the embedding starts to help once
-# the network has seen enough photos of each kind of scene: thousands, not the 7 samples (see
-# `full/README.md`).
+# random classifier weights, expect beta's result: such a classifier hardly tells photos apart, its
+# 1000 probabilities all close to 1/1000 whatever the photo (see the top-5 above), so the embedding
+# is nearly the same for every photo and adds nothing the network can use. With ImageNet weights, the
+# embedding starts to help once the network has seen enough photos of each kind of scene: thousands,
+# not the 7 samples (see `full/README.md`).
+#
+# As in beta, we keep the epoch with the lowest validation loss (early stopping): `ModelCheckpoint`
+# saved its weights, and loading them into the colouriser updates the complete model too.
 
 # %%
-train_loss, val_loss = run.history["loss"][-1], run.history["val_loss"][-1]
-print(f"last epoch: training loss {train_loss:.5f}   validation loss {val_loss:.5f}   predicting grey {grey_loss:.5f}")
-best_epoch = training.restore_best(model, out_dir)  # early stopping, as in beta: keep the best epoch's weights
-best_val_loss = run.history["val_loss"][best_epoch - 1]
+train_loss, val_loss = history["loss"][-1], history["val_loss"][-1]
+print(f"last epoch: training loss {train_loss:.5f}   validation loss {val_loss:.5f}   "
+      f"predicting grey {grey_loss:.5f}")
+colorizer.load_weights(out_dir / "best.weights.h5")  # the epoch with the lowest validation loss
+best_epoch = history["val_loss"].index(min(history["val_loss"])) + 1
+best_val_loss = history["val_loss"][best_epoch - 1]
 verdict = "better" if best_val_loss < grey_loss else "WORSE"
-print(f"kept epoch {best_epoch} of {run.epochs}: validation loss {best_val_loss:.5f}, {verdict} than predicting grey "
-      f"({best_val_loss / grey_loss:.2f}x its loss)")
-colourised = training.colourise(model, rgbs, predict)
-plots.save_grid(out_dir / "result.png", [lab.grey(rgb) for rgb in rgbs], colourised, rgbs, names)
+print(f"kept epoch {best_epoch} of {len(history['loss'])}: validation loss {best_val_loss:.5f}, {verdict} "
+      f"than predicting grey ({best_val_loss / grey_loss:.2f}x its loss)")
+colored = coloring.colorize(complete, rgbs)  # l -> ab with the complete model, as the colorize command does
+plots.save_grid(out_dir / "result.png", [lab.grey_rgb(rgb) for rgb in rgbs], colored, rgbs, names)
 if not meaningful:
-    print(classifiers.random_weights_warning(CLASSIFIER, "this run's fusion carried no meaning"))
+    print(random_weights_warning("this run's fusion carried no meaning"))
 
 # %% [markdown]
 # ## Saving: one model that colours a photo on its own
-# The colouriser needs the embedding of every photo it colours. So that a user needs nothing but the
-# model file, we save a model with **one** input, `l`, that contains both networks: it runs
-# `ClassifierInput` and the classifier on `l`, then the colouriser on `l` and the embedding. It is
-# what `OUT_DIR/model.keras` holds; the repository's `colorize` and `evaluate` tools use it like
-# alpha's or beta's, with one `--model` argument. It is as big as the classifier (215 MB with
-# Inception-ResNet-v2). To load it in your own code, `import colorlab.classifiers, colorlab.fusion`
-# first: they define its two custom layers.
-#
-# The checkpoint in `OUT_DIR/checkpoint` holds the two-input colouriser's weights and its optimizer's
-# state, without the classifier, for resuming.
+# `OUT_DIR/model.keras` holds the complete model, with the best epoch's weights: one input, `l`, and
+# both networks inside. The `colorize` and `evaluate` commands use it like alpha's or beta's, with one
+# `--model` argument, and `keras.saving.load_model` loads it once `colorlab.lab` is imported (for
+# `GreySRGB`). It is as big as the classifier: about 250 MB with Inception-ResNet-v2.
 
 # %%
 plots.save_loss_curve(
-    out_dir / "loss.png", {"training": run.history["loss"], "validation": run.history["val_loss"]},
+    out_dir / "loss.png", {"training": history["loss"], "validation": history["val_loss"]},
     {"predict grey (validation)": grey_loss}, title="full: loss per epoch",
 )
-colouriser = keras.Model(model.inputs, model.outputs, name="colouriser")  # the same layers, without the optimizer
-l_only = keras.Input(shape=(None, None, 1), name="l")
-complete = keras.Model(l_only, colouriser([l_only, embed(l_only)]), name="full")  # l -> ab, classifier inside
 training.save_model(complete, out_dir / "model.keras")
-crops_seen = run.epochs * STEPS_PER_EPOCH * BATCH_SIZE
 metrics = {
-    "train_loss": train_loss, "val_loss": val_loss, "grey_val_loss": grey_loss, "epochs": run.epochs,
-    "best_val_loss": best_val_loss, "best_epoch": best_epoch, "history": run.history, "seconds": run.seconds,
-    "crops_per_second": crops_seen / run.seconds if run.seconds else None,
-    "train_photos": len(train.paths), "validation_photos": len(validation.paths),
+    "train_loss": train_loss, "val_loss": val_loss, "grey_val_loss": grey_loss,
+    "epochs": len(history["loss"]), "best_val_loss": best_val_loss, "best_epoch": best_epoch,
+    "seconds": seconds, "train_photos": len(train.paths), "validation_photos": len(validation.paths),
     "skipped_files": len({**train.skipped, **validation.skipped, **cache.skipped}),
     "classifier": CLASSIFIER, "classifier_weights": weights_used, "embedding_meaningful": meaningful,
-    "classifier_fingerprint": classifiers.fingerprint(classifier), "embedding_seconds": embedding_seconds,
+    "classifier_fingerprint": fingerprint, "embedding_seconds": embedding_seconds,
     "embeddings_computed": cache.computed, "embeddings_from_cache": cache.hits,
-    "backend": keras.backend.backend(), "dtype_policy": policy, "jit_compile": trainer.jit_compile,
+    "backend": keras.backend.backend(),
 }
 files.write_json(out_dir / "metrics.json", metrics)
 files.write_json(out_dir / "settings.json", config)
-print(f"wrote result.png, loss.png, model.keras, metrics.json and settings.json to {out_dir}")
+print(f"wrote classifier_input.png, result.png, loss.png, model.keras, metrics.json and settings.json "
+      f"to {out_dir}")
 
 # %% [markdown]
 # ## Exercises
 # 1. **Does fusion help?** Train beta and full on the same photos with the same settings (a few
 #    hundred Imagenette photos: `python data/download.py`), full with `CLASSIFIER_WEIGHTS=imagenet`,
-#    then compare them with `python -m colorlab.evaluate` on the same validation photos. Then train
-#    full with `CLASSIFIER_WEIGHTS=None`: is the difference the classifier's knowledge, or only the
-#    bigger network?
-# 2. **The 2017 defect.** In `classifiers.ClassifierInput.call`, drop the `* 255.0` and train with
-#    ImageNet weights. Print the top-5 guesses for a few photos. What does the classifier now "see"?
-#    (The embedding cache keys on the weights, not on this code: change `embeddings.RECIPE` too, or
-#    the old embeddings are reused. Why is that the right key?)
-# 3. **Cost.** Time `cache.get` on 100 photos for each `CLASSIFIER`, then once more (all cached).
+#    then compare them with `python -m colorlab.commands.evaluate` on the same validation photos. Then
+#    train full with `CLASSIFIER_WEIGHTS=None`: is the difference the classifier's knowledge, or only
+#    the bigger network?
+# 2. **The 2017 defect.** In `classifier_input` above, delete the `Rescaling(255.0)` line. Run the
+#    check cell: what does it say, and why? Remove the `assert`, change `RECIPE` (or the cache hands
+#    back the embeddings of the correct input: why is it the recipe, and not the code, that keys the
+#    cache?), and train with ImageNet weights. What are the top-5 guesses now?
+# 3. **Fusion, checked.** Build the 2017 fusion from the trained layers: a `Conv2D(256, 1)` whose kernel
+#    stacks `fusion_features`' kernel (256 x 256) on `fusion_embedding`'s (1000 x 256), applied to the
+#    features concatenated with the embedding repeated at every place. Compare its output with the
+#    `fusion` layer's. How many numbers does each way hold in memory for a 1024 x 768 photo?
+# 4. **Cost.** Time `cache.get` on 100 photos for each `CLASSIFIER`, then once more (all cached).
 #    How many epochs of training would computing the embedding in every batch cost instead?
-# 4. **Crop or photo?** Compute the embedding of each training crop instead of each photo (hint: call
-#    `embed` inside a custom `PyDataset`). Does the validation loss improve enough to pay for it?
-# 5. **Probabilities or features?** The 1000 probabilities are a narrow summary: most are near 0.
+# 5. **Crop or photo?** Compute the embedding of each training crop instead of each photo (hint: call
+#    `embed` in a `keras.utils.PyDataset` of your own). Does the validation loss improve enough to pay
+#    for it?
+# 6. **Probabilities or features?** The 1000 probabilities are a narrow summary: most are near 0.
 #    Build the classifier with `include_top=False, pooling="avg"` (1536 features for
 #    Inception-ResNet-v2) and fuse those instead. Which carries more useful information for colour?

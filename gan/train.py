@@ -13,18 +13,38 @@
 # brownish. The 2017 tutorial this project grows from admitted the same of its own results: "mostly
 # black and white or lightly colored in brown". The network is not broken; its loss asks for exactly
 # that. A car in a grey photo may be red, blue or yellow. A loss that compares each pixel with the
-# true colour (beta's squared error, or the absolute error used here) is lowest, on average over all
-# the cars, for a prediction *between* those colours, and the average of red, blue and yellow is a
-# dull brown-grey. Hedging beats any bold guess, so the network learns to hedge.
+# true colour is lowest, over all the cars the network has seen, for a *hedge*, and the loss decides
+# which hedge:
 #
-# The answer of **pix2pix** (Isola et al., "Image-to-Image Translation with Conditional Adversarial
-# Networks", 2017) is a second network, the **discriminator**, trained at the same time to tell real
-# colour photos from coloured ones. The colouring network, now called the **generator**, is rewarded
-# both for being close to the true colours and for fooling the discriminator. A dull hedge is easy to
-# spot, so the generator is pushed to commit to *some* plausible colour: a red car or a blue one, not
-# a brown one. That is a **generative adversarial network** (GAN), and this stage builds one.
+# - **L2**, beta's squared error, is lowest for the **mean** of the possible colours. A car that is red,
+#   blue or yellow, a third each, gets (a, b) = (0.36, 0.14): a dull rose-red, with 0.39 of colourfulness
+#   (the length of the vector `ab`, explained below) where each true colour has 0.76 to 1.05.
+# - **L1**, the absolute error used in this stage, is lowest for the **median** of each channel, `a`
+#   and `b` taken separately. A median follows the majority instead of averaging (two red cars for one
+#   blue: L1 paints red, L2 a magenta-pink (0.62, 0.07)), so L1 hedges less, one reason pix2pix chose it. But
+#   where the possibilities spread all around grey, as the colours of cars, clothes and walls do, each
+#   channel's median lands in the middle too; and as `a` and `b` are chosen separately, their pair can
+#   be a colour that none of the possibilities has.
 #
-# Run it from the repository root with `python gan/train.py` (about 2 minutes on a 2-core laptop CPU,
+# Either way, a pixel loss rewards the safe middle, and the network learns to hedge. There are two
+# classic answers. **Zhang, Isola and Efros** ("Colorful Image Colorization", 2016) turn colouring into
+# a *classification*: the network gives a probability to each of 313 quantized `ab` bins, rare
+# colourful bins are weighted up in the loss (class rebalancing) so that the common dull ones do not
+# dominate, and the colour is read from the distribution, not averaged away.
+#
+# This stage builds the other answer, **pix2pix** (Isola et al., "Image-to-Image Translation with
+# Conditional Adversarial Networks", 2017): a second network, the **discriminator**, trained at the
+# same time to tell real colour photos from coloured ones. The colouring network, now called the
+# **generator**, is rewarded both for being close to the true colours (L1) and for fooling the
+# discriminator. A dull hedge is easy to spot, so the generator is pushed to commit to *some* plausible
+# colour: a red car or a blue one, not a dull rose one. That is a **generative adversarial network**
+# (GAN).
+#
+# New in this stage: a training step written by hand, the `train_step` of a `keras.Model` with two
+# networks, two losses and two optimizers, as in the GAN examples of keras.io. It takes its gradients
+# with TensorFlow's `GradientTape`, so this stage runs on TensorFlow, Keras's default backend.
+#
+# Run it from the repository root with `python gan/train.py` (about 3 minutes on a 2-core laptop CPU,
 # with the 7 sample photos), or `python gan/train.py --help` to list the settings. `gan/README.md`
 # gives the settings for a real dataset on a GPU. In Jupyter, open `gan/train.ipynb`: it is generated
 # from this file.
@@ -37,7 +57,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from colorlab import backends, data, files, lab, plots, settings, speed, training
+from colorlab import coloring, data, files, lab, plots, settings, training
 
 # %% [markdown]
 # ## Settings
@@ -51,55 +71,44 @@ IMAGE_SIZE = 128  # side of the square training crops, in pixels; a multiple of 
 ZOOM = 1.3  # each photo's shorter side is scaled to 1 to ZOOM times IMAGE_SIZE before a crop is cut
 BATCH_SIZE = 8  # crops per gradient step (pix2pix used 1; batch normalization wants a few)
 STEPS_PER_EPOCH = 12  # gradient steps per epoch: 96 crops, ~19 of each of the 5 training photos
-WARMUP_EPOCHS = 10  # the first epochs train the generator alone, with L1 ("warm start"); 0: GAN from the start
+WARMUP_EPOCHS = 10  # the first epochs train the generator alone, with L1 ("warm start"); 0: GAN at once
 EPOCHS = 30  # total epochs, the warm-up included; a resumed run counts the epochs done before it
 DEPTH = 5  # stride-2 levels of the U-Net; photos are padded to a multiple of 2**DEPTH (pix2pix: 8 at 256 px)
 FILTERS = 16  # filters of the U-Net's first level, doubling at each level up to 8x (pix2pix: 64)
 DROPOUT = 0.5  # dropout rate in the U-Net's 3 deepest decoder levels (pix2pix: 0.5); 0 turns it off
-D_FILTERS = 16  # filters of the discriminator's first layer, doubling up to 8x (pix2pix: 64, "C64-C128-C256-C512")
+D_FILTERS = 16  # filters of the discriminator's first layer, doubling up to 8x (pix2pix: 64, "C64-...-C512")
 D_LAYERS = 3  # stride-2 layers of the discriminator: 3 sees 70x70-pixel patches (pix2pix); 2: 34, 4: 142
 LAMBDA = 100.0  # weight of the L1 loss against the adversarial loss (pix2pix: 100); 0 is a pure GAN
 LEARNING_RATE = 2e-4  # Adam's step size, for both networks (pix2pix)
 BETA_1 = 0.5  # Adam's momentum; 0.5 rather than the usual 0.9 is the GAN habit since DCGAN (pix2pix)
 VALIDATION_FRACTION = 0.25  # share of the photos kept aside, whole, to check on photos never trained on
 WORKERS = 2  # threads that read and crop photos while the model trains; 1 reads them in the main thread
-MIXED_PRECISION = "auto"  # 16-bit maths: "auto" uses it on a GPU only (a CPU gains nothing); True, False, "bfloat16"
-JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose for the backend; True, False
+MIXED_PRECISION = False  # True: bfloat16 maths, faster on a recent GPU (a CPU gains nothing)
+JIT_COMPILE = "auto"  # compile each training step (XLA): "auto" lets Keras choose (on a GPU); True, False
 SEED = 0  # the same seed gives the same starting weights and the same crops
-OUT_DIR = "outputs/gan"  # the checkpoint, result grids, logs, model and metrics are written here
+OUT_DIR = "outputs/gan"  # the checkpoints, result grids, logs, models and metrics are written here
 OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
 RESUME = False  # True continues an interrupted run from the last epoch saved in OUT_DIR
 
 # %%
-config = settings.apply(globals())  # --NAME=value from the terminal; nothing in Jupyter
+config = settings.apply(globals())  # --NAME=value from the terminal; checks every value (EPOCHS >= 1, ...)
 MULTIPLE = 2**DEPTH  # every side the generator sees must divide by this (see "The generator")
-settings.check(COLOR_SPACE in lab.COLOR_SPACES, f"COLOR_SPACE must be one of {', '.join(lab.COLOR_SPACES)}, got {COLOR_SPACE!r}")
-settings.check(1 <= DEPTH <= 8, f"DEPTH must be between 1 and 8, got {DEPTH}")
-settings.check(IMAGE_SIZE >= MULTIPLE and IMAGE_SIZE % MULTIPLE == 0,
+settings.check(keras.backend.backend() == "tensorflow",
+               f"gan's training step is written for TensorFlow (its GradientTape), not the Keras backend "
+               f"{keras.backend.backend()!r}: run it with KERAS_BACKEND=tensorflow python gan/train.py")
+settings.check(COLOR_SPACE in lab.COLOR_SPACES,
+               f"COLOR_SPACE must be one of {', '.join(lab.COLOR_SPACES)}, got {COLOR_SPACE!r}")
+settings.check(1 <= DEPTH <= 8 and 1 <= D_LAYERS <= 6,
+               f"DEPTH must be 1 to 8 and D_LAYERS 1 to 6, got {DEPTH} and {D_LAYERS}")
+settings.check(IMAGE_SIZE % MULTIPLE == 0,
                f"IMAGE_SIZE must be a positive multiple of 2**DEPTH = {MULTIPLE}, got {IMAGE_SIZE}")
-settings.check(1 <= D_LAYERS <= 6, f"D_LAYERS must be between 1 and 6, got {D_LAYERS}")
 settings.check(IMAGE_SIZE >= 3 * 2**D_LAYERS,
-               f"IMAGE_SIZE must be at least {3 * 2**D_LAYERS} for a discriminator with D_LAYERS={D_LAYERS}, got {IMAGE_SIZE}")
-settings.check(ZOOM >= 1, f"ZOOM must be at least 1 (1 means no zoom), got {ZOOM}")
-settings.check(BATCH_SIZE >= 1, f"BATCH_SIZE must be at least 1, got {BATCH_SIZE}")
-settings.check(STEPS_PER_EPOCH >= 1, f"STEPS_PER_EPOCH must be at least 1, got {STEPS_PER_EPOCH}")
-settings.check(EPOCHS >= 1, f"EPOCHS must be at least 1, got {EPOCHS}")
-settings.check(0 <= WARMUP_EPOCHS <= EPOCHS, f"WARMUP_EPOCHS must be between 0 and EPOCHS ({EPOCHS}), got {WARMUP_EPOCHS}")
-settings.check(FILTERS >= 1 and D_FILTERS >= 1, f"FILTERS and D_FILTERS must be at least 1, got {FILTERS} and {D_FILTERS}")
-settings.check(0 <= DROPOUT < 1, f"DROPOUT must be in [0, 1), got {DROPOUT}")
-settings.check(LAMBDA >= 0, f"LAMBDA must be 0 or more, got {LAMBDA}")
-settings.check(LEARNING_RATE > 0, f"LEARNING_RATE must be positive, got {LEARNING_RATE}")
-settings.check(0 <= BETA_1 < 1, f"BETA_1 must be in [0, 1), got {BETA_1}")
-settings.check(0 < VALIDATION_FRACTION < 1, f"VALIDATION_FRACTION must be between 0 and 1, got {VALIDATION_FRACTION}")
-settings.check(WORKERS >= 1, f"WORKERS must be at least 1, got {WORKERS}")
-settings.check(0 <= SEED < 2**32, f"SEED must be between 0 and 2**32 - 1, got {SEED}")
-if RESUME:
-    training.check_resume(OUT_DIR, config)  # a wrong OUT_DIR stops here, before any photo is read
-backends.check_backend()  # TensorFlow, JAX or PyTorch: the ones this stage can take gradients with
+               f"IMAGE_SIZE must be at least {3 * 2**D_LAYERS} for a discriminator with D_LAYERS={D_LAYERS}, "
+               f"got {IMAGE_SIZE}")
+settings.check(WARMUP_EPOCHS <= EPOCHS,
+               f"WARMUP_EPOCHS must be between 0 and EPOCHS ({EPOCHS}), got {WARMUP_EPOCHS}")
 keras.utils.set_random_seed(SEED)
-policy = speed.mixed_precision(MIXED_PRECISION, custom_step=True)  # before the networks are built (see Training)
-jit_compile = speed.jit_compile(JIT_COMPILE)
-print(speed.describe(policy, jit_compile))
+keras.config.set_dtype_policy("mixed_bfloat16" if MIXED_PRECISION else "float32")  # before the networks exist
 
 # %% [markdown]
 # ## Two channels to guess: Lab or YUV
@@ -114,41 +123,42 @@ print(speed.describe(policy, jit_compile))
 
 # %% [markdown]
 # ## The photos
-# The same streamed pipeline as beta (`colorlab.data`): random square crops of the training photos,
-# read from disk by `WORKERS` threads while the networks train, and whole photos kept aside for
-# validation, never trained on. As in beta, the threads hand over 8-bit RGB crops (`output="rgb"`), and
-# each training step splits them into `l` and `ab` itself (`training.split_rgb`, in `keras.ops`).
+# The same streamed pipeline as beta (`colorlab.data`): batches of `(l, ab)` pairs, random square crops
+# of the training photos read from disk by `WORKERS` threads while the networks train, and whole photos
+# kept aside for validation, never trained on.
 #
 # Two numbers about the validation photos frame the results. The **L1 loss of predicting grey**, the
 # mean absolute value of their colour channels, is the loss of the laziest answer (no colour at all).
-# Their **colourfulness**, the mean length of each pixel's colour vector `ab` (0 for grey, up to about
-# 0.9 for the most saturated red; photos average 0.1 to 0.2), is how colourful real photos are: the
-# number a brown-and-grey colouriser falls far short of.
+# Their **colourfulness**, the mean length of each pixel's colour vector `ab`, is how colourful real
+# photos are: the number a brown-and-grey colouriser falls far short of. In this scaling a grey pixel
+# has 0, pure yellow 0.76, pure red 0.82, pure green 0.94 and pure blue 1.05 (the most colourful sRGB
+# colour); the sample photos, at 128 pixels, average 0.09 (`china.jpg`) to 0.34 (`coffee.jpg`).
 
 # %%
 train, validation = data.from_folder(
     DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS,
-    color_space=COLOR_SPACE, output="rgb",
+    color_space=COLOR_SPACE, exclude=OUT_DIR,  # never train on this run's own pictures
 )
-out_dir = files.prepare_out_dir(OUT_DIR, OVERWRITE or RESUME)  # never replaces an earlier run by accident
-rgb = train[0]  # one batch: (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 3) uint8
-l, ab = lab.split(rgb / 255, COLOR_SPACE)  # l (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1) in [0, 1], ab (..., 2) in [-1, 1]
-print(f"a batch: l {l.shape} in [{l.min():.2f}, {l.max():.2f}], ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}]")
+out_dir = files.prepare_out_dir(OUT_DIR, "gan", OVERWRITE, RESUME)  # never replaces what it did not write
+l, ab = train[0]  # one batch of pairs: the input l and the target ab
+print(f"a batch: l {l.shape} in [{l.min():.2f}, {l.max():.2f}] (input), "
+      f"ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}] (target)")
 
 
-def colour_statistics(dataset):
-    """The L1 loss of predicting grey (mean |colour|) and the colourfulness (mean colour-vector length)."""
+def color_statistics(dataset):
+    """The L1 loss of predicting grey (mean |ab|) and the colourfulness (mean length of ab) of a dataset."""
     total_abs = total_length = pixels = 0.0
     for i in range(len(dataset)):
-        _, colour = data.split_batch(dataset[i], COLOR_SPACE)  # (batch, H, W, 2)
-        total_abs += np.abs(colour).mean(axis=-1).sum()
-        total_length += np.linalg.norm(colour, axis=-1).sum()
-        pixels += colour[..., 0].size
+        _, ab = dataset[i]  # (batch, H, W, 2)
+        total_abs += np.abs(ab).mean(axis=-1).sum()
+        total_length += np.linalg.norm(ab, axis=-1).sum()
+        pixels += ab[..., 0].size
     return float(total_abs / pixels), float(total_length / pixels)
 
 
-grey_l1, true_colourfulness = colour_statistics(validation)
-print(f"{len(validation.paths)} validation photos: L1 of predicting grey {grey_l1:.4f}, colourfulness {true_colourfulness:.4f}")
+grey_l1, true_colorfulness = color_statistics(validation)
+print(f"{len(validation.paths)} validation photos: L1 of predicting grey {grey_l1:.4f}, "
+      f"colourfulness {true_colorfulness:.4f}")
 
 # %% [markdown]
 # ## The generator: a U-Net
@@ -170,13 +180,14 @@ print(f"{len(validation.paths)} validation photos: L1 of predicting grey {grey_l
 # The network is fully convolutional, so it trains on `IMAGE_SIZE` crops and colours photos of any
 # size, on one condition: with `DEPTH` stride-2 levels, the height and width must divide by 2**DEPTH
 # (32 with the defaults), or the upsampled maps would not line up with their skips. Photos of other
-# sizes are padded up to a multiple (`colorlab.images.pad_to_multiple` mirrors the bottom and right
-# edges) and the padding is cropped off the result; `MULTIPLE` is saved in `settings.json` beside the
-# model, for the `colorize` tool.
+# sizes are padded up to a multiple (mirroring the bottom and right edges; `coloring.colorize` does it)
+# and the padding is cropped off the result; `MULTIPLE` is saved in `settings.json` beside the model,
+# for the `colorize` command.
 
 # %%
 def unet(depth, filters, dropout):
-    """The pix2pix generator: grey (H, W, 1) in [0, 1] -> colour (H, W, 2) in [-1, 1]; H, W divide by 2**depth."""
+    """The pix2pix generator: grey (H, W, 1) in [0, 1] -> colour (H, W, 2) in [-1, 1], H and W multiples of
+    2**depth."""
     l = keras.Input(shape=(None, None, 1), name="l")  # any height and width
     x = layers.Rescaling(2.0, offset=-1.0)(l)  # [0, 1] -> [-1, 1], centred like the colours
     skips = []
@@ -194,12 +205,63 @@ def unet(depth, filters, dropout):
         x = layers.ReLU()(x)
         x = layers.Concatenate()([x, skip])  # the skip connection: same size, channels side by side
     ab = layers.Conv2DTranspose(2, 4, strides=2, padding="same", activation="tanh", name="ab",
-                                dtype=speed.output_dtype())(x)  # full size; float32 under mixed precision
+                                dtype="float32")(x)  # full size; float32 under MIXED_PRECISION
     return keras.Model(l, ab, name="generator")
 
 
 generator = unet(DEPTH, FILTERS, DROPOUT)
 generator.summary()
+
+# %% [markdown]
+# ## Warm start: the generator alone, with L1
+# A GAN trained from scratch spends its first epochs on a pointless duel: the generator paints noise,
+# the discriminator learns to spot noise, and the adversarial loss pulls the generator in directions
+# that have little to do with colouring. So for the first `WARMUP_EPOCHS` epochs the generator trains
+# alone, as a plain colouriser: `compile` with the L1 loss (`"mae"`, the mean absolute error) and
+# `fit`, exactly as beta trains. Most of the colour (sky, grass, skin) comes this way, cheaply. The
+# adversarial phase then starts from a generator that already colours, and adds what L1 cannot:
+# commitment, vivid colour. This is the "NoGAN" lesson of the DeOldify colouriser: most of the training
+# needs no GAN, and a short GAN phase at the end does the rest.
+#
+# `colorfulness` is a Keras metric (any function of the truth and the prediction is one): Keras
+# reports it on the training batches and, as `val_colorfulness`, on the validation photos after each
+# epoch. Watch it stay far below the real photos' value while the L1 loss falls: the hedge, measured.
+#
+# The callbacks are beta's: a backup after each epoch in `OUT_DIR/backup/warmup` (for `RESUME`), the
+# epochs' numbers in `OUT_DIR/warmup.csv`, TensorBoard logs, a stop on NaN, and the validation photos
+# coloured after each epoch in `OUT_DIR/grids/`. At the end of the warm-up the generator is saved as
+# `OUT_DIR/warmup.keras`, to compare with the final one. What we save is `colorizer`, a second
+# `keras.Model` over the generator's own layers (so always with its current weights) that is never
+# compiled: a compiled model's file records its `compile` settings, and whoever loads it would need
+# this file's `colorfulness` function to rebuild them.
+
+# %%
+def colorfulness(ab_true, ab_pred):
+    """The length of each predicted colour vector, (batch, H, W), which Keras averages: 0 is grey. (A Keras
+    metric gets the truth too; this one does not need it.)"""
+    return ops.sqrt(ops.sum(ops.square(ab_pred), axis=-1))
+
+
+generator.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1), loss="mae",
+                  metrics=[colorfulness], jit_compile=JIT_COMPILE)
+colorizer = keras.Model(generator.input, generator.output, name="generator")  # same layers, never compiled
+names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
+start = time.perf_counter()
+with training.stops(out_dir / "backup" / "warmup"):  # Ctrl-C or NaN: one line that says what is saved
+    generator.fit(train, validation_data=validation, epochs=WARMUP_EPOCHS, callbacks=[
+        keras.callbacks.BackupAndRestore(out_dir / "backup" / "warmup", double_checkpoint=True,
+                                         delete_checkpoint=False),
+        keras.callbacks.CSVLogger(out_dir / "warmup.csv", append=True),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        training.tensorboard(out_dir / "logs"),
+        training.ResultGrid(out_dir / "grids", names, rgbs, multiple=MULTIPLE, color_space=COLOR_SPACE),
+    ])
+training.save_model(colorizer, out_dir / "warmup.keras")  # the L1 colouriser, for the comparison at the end
+warmup = training.history(out_dir / "warmup.csv")  # every warm-up epoch, those of an interrupted run included
+if warmup:
+    print(f"after the L1 warm-up: validation L1 {warmup['val_loss'][-1]:.4f} "
+          f"(predicting grey: {grey_l1:.4f}), colourfulness {warmup['val_colorfulness'][-1]:.4f} "
+          f"(real photos: {true_colorfulness:.4f})")
 
 # %% [markdown]
 # ## The discriminator: a PatchGAN
@@ -222,13 +284,13 @@ generator.summary()
 # 1 + 3x1 + 3x2 + 3x4 + 3x8 + 3x8 = **70 pixels**. On a 256-pixel photo the discriminator gives a
 # 30x30 grid of scores, each about a 70x70 patch, overlapping by 62 pixels (8 pixels between
 # neighbours): pix2pix's "70x70 PatchGAN". `receptive_field` below does that sum for any chain of
-# convolutions. The patch is counted in pixels, so what it covers depends on the working size: at 64
-# pixels (this stage's CPU default) a 70-pixel patch is the whole crop, and the discriminator judges
-# whole crops.
+# convolutions. The patch is counted in pixels, so what it covers depends on the working size: on this
+# stage's 128-pixel crops (the default, sized for a CPU) the discriminator gives a 14x14 grid of scores
+# and each 70-pixel patch spans more than half the crop, so it judges large parts of the picture at once.
 
 # %%
 def patchgan(filters, n_layers):
-    """The pix2pix discriminator: (grey (H, W, 1), colour (H, W, 2)) -> logits (H / 2**n_layers - 2, W / ..., 1)."""
+    """The pix2pix discriminator: (grey (H, W, 1), colour (H, W, 2)) -> logits (H / 2**n_layers - 2, ...)."""
     l = keras.Input(shape=(None, None, 1), name="l")
     ab = keras.Input(shape=(None, None, 2), name="ab")
     x = layers.Concatenate()([layers.Rescaling(2.0, offset=-1.0)(l), ab])  # (H, W, 3), all in [-1, 1]
@@ -242,7 +304,7 @@ def patchgan(filters, n_layers):
     x = layers.BatchNormalization()(x)
     x = layers.LeakyReLU(0.2)(x)
     x = layers.ZeroPadding2D(1)(x)
-    logits = layers.Conv2D(1, 4, name="patch_scores", dtype=speed.output_dtype())(x)  # one score per patch
+    logits = layers.Conv2D(1, 4, name="patch_scores", dtype="float32")(x)  # one score per patch, in float32
     return keras.Model([l, ab], logits, name="discriminator")
 
 
@@ -259,8 +321,10 @@ def receptive_field(model):
 discriminator = patchgan(D_FILTERS, D_LAYERS)
 discriminator.summary()
 patch = receptive_field(discriminator)
-grid = discriminator([np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1)), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 2))]).shape
-print(f"each score sees a {patch}x{patch}-pixel patch; a {IMAGE_SIZE}-pixel crop gets a {grid[1]}x{grid[2]} grid of scores")
+crop = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1))
+grid = discriminator([crop, np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 2))]).shape  # (1, rows, columns, 1) scores
+print(f"each score sees a {patch}x{patch}-pixel patch; a {IMAGE_SIZE}-pixel crop gets a {grid[1]}x{grid[2]} "
+      f"grid of scores")
 
 # %% [markdown]
 # ## The losses
@@ -278,106 +342,90 @@ print(f"each score sees a {patch}x{patch}-pixel patch; a {IMAGE_SIZE}-pixel crop
 #   right ones (try `LAMBDA = 0` in the exercises). pix2pix found L1 sharper than the squared error,
 #   and `LAMBDA = 100` a good balance: an L1 of 0.1 then weighs 10, against an adversarial loss near 1.
 #
-# With both losses, the step is: colour the batch, let the discriminator score the real and the
-# generated colourings, compute both losses, take the gradient of the discriminator's loss with
-# respect to the discriminator's weights only, and of the generator's loss with respect to the
-# generator's weights only, and let each network's Adam optimizer take its step. One forward pass
-# serves both losses; both gradients are taken before either network moves (as in the TensorFlow
-# pix2pix tutorial; the paper alternates, a step of one then a step of the other).
+# ## The training step, written out
+# `Pix2Pix` is a `keras.Model` that holds both networks and overrides `train_step`, the method `fit`
+# calls for each batch, as the GAN examples of keras.io do. One step: colour the batch, let the
+# discriminator score the real and the generated colourings, compute both losses, take the gradient of
+# the discriminator's loss with respect to the discriminator's weights only, and of the generator's
+# loss with respect to the generator's weights only, and let each network's own Adam optimizer take
+# its step. One forward pass serves both losses, and both gradients are taken before either network
+# moves (as in TensorFlow's pix2pix tutorial; the paper alternates, a step of one network and then a
+# step of the other: exercise 5).
 #
-# ## The model: `train_step` the Keras way
-# `Pix2Pix` holds both networks. Calling it colours a photo (it calls the generator), and `fit`
-# trains it like any Keras model, because it overrides `train_step`, the method `fit` calls for each
-# batch. Two details come from having two networks:
+# Taking a gradient is the one thing Keras 3 leaves to its backend. On TensorFlow, a `tf.GradientTape`
+# records the operations run inside its `with` block, and `tape.gradient(loss, weights)` then goes back
+# through them. We open one tape per network. (JAX and PyTorch take gradients in their own ways; the
+# Keras guide "Customizing what happens in fit()" shows each.)
 #
-# - Keras models have one optimizer; ours has one per network. `backends.Optimizers` holds both, so
-#   that `fit` carries both optimizers' states, and checkpoints save them.
-# - Taking a gradient is the one thing Keras 3 leaves to the backend: TensorFlow records a gradient
-#   tape, PyTorch calls `backward`, JAX transforms a function (and `fit` passes JAX's `train_step` the
-#   weights as explicit values). `colorlab.backends` does that plumbing once, following the Keras
-#   guides "Customizing what happens in fit()" for each backend: `backends.run_step` runs our step on
-#   any backend, and `backends.minimize` takes one gradient step per (optimizer, weights) pair, each on
-#   its own loss. Everything in this class is plain Keras: it runs on TensorFlow, JAX and PyTorch.
+# The step returns the numbers Keras prints and logs: `d_loss`, the discriminator's loss; `d_real` and
+# `d_fake`, the mean probability it gives real and generated colourings; `g_adversarial` and `g_l1`,
+# the two parts of the generator's loss (the L1 part before the `LAMBDA` weight); and `loss`, the
+# generator's whole loss, `g_adversarial + LAMBDA * g_l1`, the number `TerminateOnNaN` watches (it
+# reads the key `loss`). Each is the mean over the epoch so far: a `keras.metrics.Mean` per number,
+# which Keras resets at the start of every epoch because the `metrics` property lists them.
+# `test_step` colours the validation photos and measures the L1 loss and the colourfulness.
 #
-# `test_step` does the same for validation: it colours the validation photos and measures the L1
-# loss and the colourfulness of the result.
+# The two optimizers are new. Adam adapts its steps to the size of the recent gradients, and the
+# generator's gradients are now about `LAMBDA` times those of the warm-up (its L1 part is weighted by
+# `LAMBDA`, and the adversarial part comes on top): the warm-up's Adam would take steps far too large
+# at first. `compile` builds each one for its own network's weights at once, so that `BackupAndRestore`
+# finds their states to restore; the generator's also fills Keras's own optimizer slot, whose step
+# count and learning rate TensorBoard shows.
 
 # %%
+import tensorflow as tf  # the default Keras backend: its GradientTape takes the gradients of the step
+
+
 class Pix2Pix(keras.Model):
     """A generator and a discriminator trained together by ``fit``; calling it runs the generator."""
 
-    def __init__(self, generator, discriminator, l1_weight=100.0, color_space="lab", **kwargs):
-        super().__init__(**kwargs)
-        self.generator = generator
-        self.discriminator = discriminator
-        self.l1_weight = l1_weight
-        self.color_space = color_space  # the batches are uint8 RGB, split into l and ab in each step
-        self.warming_up = False  # True: train the generator with L1 alone (see "Warm start")
-        self.built = True  # both networks are built already
-        names = ["d_loss", "d_real", "d_fake", "g_adversarial", "g_l1", "colourfulness"]
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}  # epoch means, shown by fit
+    def __init__(self, generator, discriminator, l1_weight=100.0):
+        super().__init__()
+        self.generator, self.discriminator, self.l1_weight = generator, discriminator, l1_weight
+        self.built = True  # both networks are built already (BackupAndRestore checks)
+        names = ["loss", "d_loss", "g_adversarial", "g_l1", "d_real", "d_fake", "colorfulness"]
+        self.means = {name: keras.metrics.Mean(name=name) for name in names}  # the epoch means fit shows
+
+    @property
+    def metrics(self):  # what fit resets at the start of each epoch and of each validation
+        return list(self.means.values())
+
+    def compile(self, d_optimizer, g_optimizer, jit_compile="auto"):
+        super().compile(optimizer=g_optimizer, jit_compile=jit_compile)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        d_optimizer.build(self.discriminator.trainable_variables)  # each optimizer knows its own network
+        g_optimizer.build(self.generator.trainable_variables)
 
     def call(self, l, training=False):
         return self.generator(l, training=training)
 
-    def compile(self, d_optimizer, g_optimizer, jit_compile="auto"):
-        d_optimizer, g_optimizer = backends.scale_losses(d_optimizer, g_optimizer)  # float16: loss scaling
-        super().compile(optimizer=backends.Optimizers(d_optimizer, g_optimizer), jit_compile=jit_compile,
-                        auto_scale_loss=False)
-        d_optimizer.build(self.discriminator.trainable_variables)  # each optimizer knows its own weights
-        g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+    def train_step(self, data):
+        l, ab = data  # a batch of pairs: lightness and its true colours
+        with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
+            ab_fake = self.generator(l, training=True)
+            real = self.discriminator([l, ab], training=True)  # logits, one per patch
+            fake = self.discriminator([l, ab_fake], training=True)
+            d_loss = 0.5 * (bce(ops.ones_like(real), real) + bce(ops.zeros_like(fake), fake))
+            g_adversarial = bce(ops.ones_like(fake), fake)  # the generator wants its colours called real
+            g_l1 = ops.mean(ops.abs(ab - ab_fake))
+            g_loss = g_adversarial + self.l1_weight * g_l1
+        d_weights, g_weights = self.discriminator.trainable_variables, self.generator.trainable_variables
+        self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_weights), d_weights))  # each loss
+        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_weights), g_weights))  # moves its own
+        return self.record(loss=g_loss, d_loss=d_loss, g_adversarial=g_adversarial, g_l1=g_l1,
+                           d_real=ops.mean(ops.sigmoid(real)), d_fake=ops.mean(ops.sigmoid(fake)))
 
-    def gan_losses(self, l, ab):
-        """((discriminator loss, generator loss), (adversarial part, L1 part, P(real) on real, on generated))."""
-        ab_fake = self.generator(l, training=True)
-        real = self.discriminator([l, ab], training=True)  # logits, one per patch
-        fake = self.discriminator([l, ab_fake], training=True)
-        d_loss = 0.5 * (bce(ops.ones_like(real), real) + bce(ops.zeros_like(fake), fake))
-        g_adversarial = bce(ops.ones_like(fake), fake)  # the generator wants its colours called real
-        g_l1 = ops.mean(ops.abs(ab - ab_fake))
-        g_loss = g_adversarial + self.l1_weight * g_l1
-        return (d_loss, g_loss), (g_adversarial, g_l1, ops.mean(ops.sigmoid(real)), ops.mean(ops.sigmoid(fake)))
+    def test_step(self, data):
+        l, ab = data
+        ab_fake = self.generator(l, training=False)
+        l1 = ops.mean(ops.abs(ab - ab_fake), axis=(1, 2, 3))  # one value per photo, as Keras's "mae" averages
+        return self.record(g_l1=l1, colorfulness=colorfulness(ab, ab_fake))
 
-    def train_step(self, *args):  # (data) on TensorFlow and PyTorch, (state, data) on JAX
-        return backends.run_step(self, self.warmup_step if self.warming_up else self.gan_step, *args)
-
-    def gan_step(self, data):
-        l, ab = training.split_rgb(data, self.color_space)  # uint8 RGB -> l, ab, here in the compiled step
-        (d_loss, _), (g_adversarial, g_l1, d_real, d_fake) = backends.minimize(
-            lambda: self.gan_losses(l, ab),
-            (self.d_optimizer, self.discriminator.trainable_variables),  # the discriminator's loss moves it alone
-            (self.g_optimizer, self.generator.trainable_variables),  # the generator's loss moves it alone
-        )
-        return self.log(d_loss=d_loss, d_real=d_real, d_fake=d_fake, g_adversarial=g_adversarial, g_l1=g_l1)
-
-    def warmup_step(self, data):
-        l, ab = training.split_rgb(data, self.color_space)
-        weight = self.l1_weight or 1.0  # LAMBDA x L1, as in the GAN phase (see "Warm start")
-        (loss,), _ = backends.minimize(
-            lambda: ((weight * ops.mean(ops.abs(ab - self.generator(l, training=True))),), ()),
-            (self.g_optimizer, self.generator.trainable_variables),
-        )
-        return self.log(g_l1=loss / weight)
-
-    def test_step(self, *args):
-        return backends.run_step(self, self.validation_step, *args)
-
-    def validation_step(self, data):
-        l, ab = training.split_rgb(data, self.color_space)
-        ab_pred = self.generator(l, training=False)
-        colourfulness = ops.mean(ops.sqrt(ops.sum(ops.square(ab_pred), axis=-1)))
-        return self.log(g_l1=ops.mean(ops.abs(ab - ab_pred)), colourfulness=colourfulness)
-
-    def log(self, **values):
-        """Add this batch's values to the epoch means; return the means, which fit shows and records."""
+    def record(self, **values):
+        """Add this batch's values to the epoch means; return the means so far, which fit prints and logs."""
         for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return {name: self.trackers[name].result() for name in values}
-
-    @property
-    def metrics(self):  # fit resets these at the start of each epoch and of each validation
-        return list(self.trackers.values())
+            self.means[name].update_state(value)
+        return {name: self.means[name].result() for name in values}
 
 
 def bce(target, logits):
@@ -386,76 +434,42 @@ def bce(target, logits):
 
 
 # %% [markdown]
-# ## Warm start
-# A GAN trained from scratch spends its first epochs on a pointless duel: the generator paints noise,
-# the discriminator learns to spot noise, and the adversarial loss, which dominates early on, pulls
-# the generator in directions that have little to do with colouring. So for the first
-# `WARMUP_EPOCHS` epochs the generator trains alone, with the L1 loss, as a plain colouriser; the
-# discriminator does not train and costs nothing. Most of the colour (sky, grass, skin) comes this way,
-# cheaply. Then the adversarial phase starts from a generator that already colours, and adds what L1
-# cannot: commitment, vivid colour. This is the "NoGAN" lesson of the DeOldify colouriser: most of
-# the training needs no GAN, and a short GAN phase at the end does the rest.
+# ## Training the GAN
+# The GAN phase is a second `fit`, of the whole `Pix2Pix`, from epoch `WARMUP_EPOCHS` to `EPOCHS`
+# (`initial_epoch` numbers its epochs after the warm-up's), with the same callbacks, its own backup
+# folder `OUT_DIR/backup/gan` and its own history, `OUT_DIR/history.csv`. Its backup holds both
+# networks and both optimizers.
 #
-# The warm-up minimizes `LAMBDA` times the L1 loss, exactly the L1 part of the generator's loss to
-# come. Adam scales each step by the size of the recent gradients; with gradients of the same size
-# on both sides of the switch, the first adversarial steps are as small as the last warm-up ones,
-# instead of a hundred times larger.
+# **Resuming.** Run the same command with `--RESUME=True` and each `fit` resumes from its own backup.
+# Interrupted in the warm-up, the warm-up continues where it stopped. Interrupted in the GAN phase, the
+# warm-up's `BackupAndRestore` finds all of its epochs done and trains none, and the GAN phase
+# continues.
 #
-# Keras compiles `train_step` once per `fit`, so the `WarmUp` callback below switches the model's step
-# at the start of the first adversarial epoch and asks Keras to compile the new one. It also saves the
-# generator as it is at the end of the warm-up, to compare with the final one.
+# `MIXED_PRECISION` and `JIT_COMPILE` change only the speed, as in beta. Mixed precision uses bfloat16
+# here, not beta's float16: bfloat16 keeps float32's range of exponents, so small gradients do not
+# round to zero and a hand-written step needs no loss scaling (with float16, Keras scales the loss in
+# its own `train_step` only). Both networks' last layers stay in float32.
 
 # %%
-class WarmUp(keras.callbacks.Callback):
-    """L1 alone for the first ``epochs`` epochs, then the GAN; saves the warmed-up generator to ``path``."""
-
-    def __init__(self, epochs, path):
-        super().__init__()
-        self.epochs, self.path = epochs, path
-
-    def on_epoch_begin(self, epoch, logs=None):
-        warming_up = epoch < self.epochs
-        if warming_up != self.model.warming_up:
-            self.model.warming_up = warming_up
-            self.model.make_train_function(force=True)  # compile the step of the new phase
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
-            training.save_model(self.model.generator, self.path)
-
-
-# %% [markdown]
-# ## Training
-# Both networks train with Adam at pix2pix's settings. `training.fit` is beta's `model.fit` with
-# the comforts of a long run: a checkpoint after each epoch in `OUT_DIR/checkpoint` (both networks and
-# both optimizers; `--RESUME=True` continues an interrupted run from the last completed epoch), the
-# validation photos coloured after each epoch in `OUT_DIR/grids/`, TensorBoard logs in
-# `OUT_DIR/logs`, and a clean stop if a loss becomes NaN.
-#
-# Keras prints, for each epoch: `d_loss`, the discriminator's loss; `d_real` and `d_fake`, the mean
-# probability it gives real and generated colourings; `g_adversarial` and `g_l1`, the two parts of the
-# generator's loss (the L1 part before the `LAMBDA` weight); and, on the validation photos,
-# `val_g_l1` and `val_colourfulness`. During the warm-up, only the L1 and validation numbers exist.
-#
-# `MIXED_PRECISION` and `JIT_COMPILE` change only the speed, as in beta. In 16-bit floats small
-# gradients round to zero, so with float16 each optimizer scales its loss up before the gradients are
-# taken and back down after (`backends.scale_losses`); both networks' last layers stay in float32.
-
-# %%
-model = Pix2Pix(generator, discriminator, l1_weight=LAMBDA, color_space=COLOR_SPACE)
+model = Pix2Pix(generator, discriminator, l1_weight=LAMBDA)
 model.compile(
     d_optimizer=keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1),
     g_optimizer=keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1),
-    jit_compile=jit_compile,
+    jit_compile=JIT_COMPILE,
 )
-names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
-start = time.perf_counter()
-run = training.fit(
-    model, train, validation, epochs=EPOCHS, out_dir=out_dir, resume=RESUME, examples=(names, rgbs),
-    multiple=MULTIPLE, color_space=COLOR_SPACE, settings=config,
-    callbacks=[WarmUp(WARMUP_EPOCHS, out_dir / "warmup.keras")],
-)
-print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter() - start:.0f} s in this run)")
+with training.stops(out_dir / "backup" / "gan"):
+    model.fit(train, validation_data=validation, initial_epoch=WARMUP_EPOCHS, epochs=EPOCHS, callbacks=[
+        keras.callbacks.BackupAndRestore(out_dir / "backup" / "gan", double_checkpoint=True,
+                                         delete_checkpoint=False),
+        keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
+        keras.callbacks.TerminateOnNaN(raise_error=True),  # watches `loss`: the generator's whole loss
+        training.tensorboard(out_dir / "logs"),
+        training.ResultGrid(out_dir / "grids", names, rgbs, multiple=MULTIPLE, color_space=COLOR_SPACE),
+    ])
+seconds = time.perf_counter() - start
+history = training.history(out_dir / "history.csv")  # the GAN epochs, those of an interrupted run included
+epochs = len(warmup.get("loss", [])) + len(history.get("loss", []))
+print(f"trained {epochs} epochs ({seconds:.0f} s in this run)")
 
 # %% [markdown]
 # ## Reading GAN curves
@@ -467,7 +481,7 @@ print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter()
 #   a discriminator that cannot tell at all: it says 0.5 to everything), `d_real` stays above
 #   `d_fake` without either reaching 0 or 1, and `g_adversarial` wobbles without a trend. The L1 loss
 #   rises a little when the adversarial phase starts (bold colours are sometimes the wrong ones), and
-#   the validation colourfulness rises towards that of real photos.
+#   the validation colourfulness (`colorfulness.png`) rises towards that of real photos.
 # - **A winning discriminator.** `d_loss` falls towards 0, `d_real` goes to 1 and `d_fake` to 0, and
 #   `g_adversarial` climbs steadily: the discriminator tells every generated colouring apart, and its
 #   verdict no longer tells the generator which way to improve. Only L1 still teaches. Usual cures: a
@@ -476,97 +490,107 @@ print(f"trained {run.epochs} epochs in {run.seconds:.0f} s ({time.perf_counter()
 #   everywhere: `g_adversarial` suddenly falls, `d_fake` jumps up, and the grids show every photo in
 #   the same tint, sepia or cyan, whatever is in it. Conditioning on the grey photo and the L1 loss
 #   make it rarer than in unconditional GANs, but a low `LAMBDA` invites it.
-# - **Divergence.** A loss that shoots up and stays, or NaN: `training.fit` stops, and the checkpoint
+# - **Divergence.** A loss that shoots up and stays, or NaN: `TerminateOnNaN` stops, and the backup
 #   keeps the last good epoch.
 #
-# With the 7 sample photos, expect a noisy duel, often with a phase where the discriminator wins for a
-# few epochs and then loses its lead: five training photos are too few for either network to learn
-# much that holds on other photos (see beta's lesson on overfitting). Watch the trend of
-# `val_colourfulness` more than the pictures.
+# In TensorBoard (`tensorboard --logdir OUT_DIR/logs`) both phases share one timeline; `epoch_loss`
+# jumps at the switch, from the warm-up's L1 loss to the generator's whole loss, about `LAMBDA` times
+# larger.
+#
+# With the 7 sample photos, expect a noisy duel: five training photos are too few for either network
+# to learn much that holds on other photos (see beta's lesson on overfitting). Watch the trend of
+# `val_colorfulness` more than the pictures.
 
 # %%
-history = run.history
-
-
-def curve(name):
-    """The value per epoch, NaN for the epochs where it was not measured (the adversarial ones during the warm-up)."""
-    values = history.get(name, [])
-    return [math.nan] * (run.epochs - len(values)) + values
+def curve(name, warmup_name=None):
+    """One value per epoch of both phases: the warm-up's ``warmup_name`` (NaN if None), then the GAN's."""
+    first = warmup.get(warmup_name, [math.nan] * len(warmup.get("loss", [])))
+    return first + history.get(name, [])
 
 
 plots.save_loss_curve(
     out_dir / "loss.png",
     {"discriminator": curve("d_loss"), "generator, adversarial": curve("g_adversarial"),
-     "generator, L1 (training)": curve("g_l1"), "generator, L1 (validation)": curve("val_g_l1")},
+     "generator, L1 (training)": curve("g_l1", "loss"),
+     "generator, L1 (validation)": curve("val_g_l1", "val_loss")},
     {"ln 2: a discriminator that cannot tell": math.log(2), "L1 of predicting grey (validation)": grey_l1},
     title="gan: losses per epoch", ylabel="loss",
 )
 plots.save_loss_curve(
-    out_dir / "colourfulness.png", {"coloured by the generator": curve("val_colourfulness")},
-    {"real photos": true_colourfulness}, title="gan: colourfulness of the validation photos", ylabel="mean colour length",
+    out_dir / "colorfulness.png",
+    {"coloured by the generator": curve("val_colorfulness", "val_colorfulness")},
+    {"real photos": true_colorfulness}, title="gan: colourfulness of the validation photos",
+    ylabel="mean colour length",
 )
 
 # %% [markdown]
 # ## The result: after the warm-up, and after the GAN
 # The validation photos, whole, coloured by the generator as it was at the end of the L1 warm-up, and
-# as it is now. The numbers below give the colourfulness of each as a share of the real photos'.
-# The L1 generator hedges: with the defaults its colours have about a third of the real photos'
-# colourfulness, a faint wash. The adversarial phase should bring the share close to 100%: bolder
-# colours, not always the right ones (with five training photos, expect the warm tones of those
-# photos on everything; `gan/README.md` trains on Imagenette).
+# as it is now. The numbers below give the colourfulness of each as a share of the real photos'. The
+# L1 generator hedges: its colours are a faint wash. The adversarial phase should bring the share up,
+# towards 100%: bolder colours, not always the right ones (with five training photos, expect the warm
+# tones of those photos on everything; `gan/README.md` trains on Imagenette).
 
 # %%
-columns = {"black and white (input)": [lab.grey(rgb) for rgb in rgbs]}
-if WARMUP_EPOCHS > 0 and (out_dir / "warmup.keras").exists():
-    warmed_up = keras.saving.load_model(out_dir / "warmup.keras")
-    columns[f"after the L1 warm-up ({WARMUP_EPOCHS} epochs)"] = training.colourise(warmed_up, rgbs, multiple=MULTIPLE, color_space=COLOR_SPACE)
-columns[f"after the GAN ({run.epochs} epochs)"] = training.colourise(model.generator, rgbs, multiple=MULTIPLE, color_space=COLOR_SPACE)
-columns["original"] = rgbs
+warmed_up = keras.saving.load_model(out_dir / "warmup.keras")
+columns = {
+    "black and white (input)": [lab.grey_rgb(rgb) for rgb in rgbs],
+    f"after the L1 warm-up ({WARMUP_EPOCHS} epochs)": coloring.colorize(warmed_up, rgbs, multiple=MULTIPLE,
+                                                                        color_space=COLOR_SPACE),
+    f"after the GAN ({epochs} epochs)": coloring.colorize(generator, rgbs, multiple=MULTIPLE,
+                                                           color_space=COLOR_SPACE),
+    "original": rgbs,
+}
 plots.save_columns(out_dir / "result.png", columns, names)
 
-final = {name: values[-1] for name, values in history.items()}
-share = final["val_colourfulness"] / true_colourfulness
-print(f"validation L1 {final['val_g_l1']:.4f} (predicting grey: {grey_l1:.4f}); colourfulness "
-      f"{final['val_colourfulness']:.4f} = {100 * share:.0f}% of the real photos' {true_colourfulness:.4f}")
-warmup_share = None
-if 0 < WARMUP_EPOCHS <= len(history["val_colourfulness"]):
-    warmup_share = history["val_colourfulness"][WARMUP_EPOCHS - 1] / true_colourfulness
-    print(f"at the end of the L1 warm-up the colourfulness was {100 * warmup_share:.0f}% of the real photos'")
-if "d_loss" in final:
-    print(f"last epoch: d_loss {final['d_loss']:.4f} (d_real {final['d_real']:.2f}, d_fake {final['d_fake']:.2f}), "
+val_l1 = curve("val_g_l1", "val_loss")[-1]  # the last epoch, of whichever phase
+val_colorfulness = curve("val_colorfulness", "val_colorfulness")[-1]
+share = val_colorfulness / true_colorfulness
+print(f"validation L1 {val_l1:.4f} (predicting grey: {grey_l1:.4f}); colourfulness {val_colorfulness:.4f} = "
+      f"{100 * share:.0f}% of the real photos' {true_colorfulness:.4f}")
+warmup_colorfulness = warmup["val_colorfulness"][-1] if warmup else None
+if warmup_colorfulness is not None:
+    print(f"at the end of the L1 warm-up the colourfulness was "
+          f"{100 * warmup_colorfulness / true_colorfulness:.0f}% of the real photos'")
+final = {name: values[-1] for name, values in history.items()}  # the last GAN epoch (empty without one)
+if final:
+    print(f"last epoch: d_loss {final['d_loss']:.4f} (d_real {final['d_real']:.2f}, "
+          f"d_fake {final['d_fake']:.2f}), "
           f"g_adversarial {final['g_adversarial']:.4f}, g_l1 {final['g_l1']:.4f}")
 
 # %% [markdown]
 # ## Saving
 # Only the generator is needed to colour photos: it goes to `OUT_DIR/model.keras`. Like beta's model it
 # takes one channel and returns two, `(None, None, 1) -> (None, None, 2)`, so the `colorize` and
-# `evaluate` tools use it as they use beta's, with two things to know, both in `settings.json` beside
-# it: `COLOR_SPACE` (a "yuv" model takes luma `y` and returns `uv`, to be joined with
-# `colorlab.lab.y_uv_to_rgb`), and `MULTIPLE` (pad photos so their sides divide by it, here 2**DEPTH).
-# The whole GAN, discriminator and optimizers included, stays in `OUT_DIR/checkpoint` for `RESUME`.
+# `evaluate` commands use it as they use beta's, with two things to know, both in `settings.json`
+# beside it: `COLOR_SPACE` (a "yuv" model takes luma `y` and returns `uv`), and `MULTIPLE` (photos are
+# padded so that their sides divide by it, here 2**DEPTH). The whole GAN, discriminator and optimizers
+# included, stays in `OUT_DIR/backup/gan` for `RESUME`.
 
 # %%
-training.save_model(model.generator, out_dir / "model.keras")
+training.save_model(colorizer, out_dir / "model.keras")  # the generator's layers and weights, uncompiled
 metrics = {
-    **{name: final.get(name) for name in ("d_loss", "d_real", "d_fake", "g_adversarial", "g_l1", "val_g_l1", "val_colourfulness")},
-    "grey_val_l1": grey_l1, "real_colourfulness": true_colourfulness, "colourfulness_share": share,
-    "colourfulness_share_after_warmup": warmup_share, "epochs": run.epochs, "warmup_epochs": WARMUP_EPOCHS,
-    "seconds": run.seconds, "backend": keras.backend.backend(), "color_space": COLOR_SPACE, "multiple": MULTIPLE,
-    "dtype_policy": policy, "jit_compile": model.jit_compile,
+    **{name: final.get(name) for name in ("d_loss", "d_real", "d_fake", "g_adversarial", "g_l1")},
+    "val_g_l1": val_l1, "val_colorfulness": val_colorfulness, "grey_val_l1": grey_l1,
+    "real_colorfulness": true_colorfulness, "colorfulness_share": share,
+    "warmup_val_colorfulness": warmup_colorfulness, "epochs": epochs, "warmup_epochs": WARMUP_EPOCHS,
+    "seconds": seconds, "backend": keras.backend.backend(), "color_space": COLOR_SPACE, "multiple": MULTIPLE,
     "receptive_field": patch, "train_photos": len(train.paths), "validation_photos": len(validation.paths),
-    "generator_parameters": generator.count_params(), "discriminator_parameters": discriminator.count_params(),
+    "generator_parameters": generator.count_params(),
+    "discriminator_parameters": discriminator.count_params(),
 }
 files.write_json(out_dir / "metrics.json", metrics)
-files.write_json(out_dir / "settings.json", {**config, "MULTIPLE": MULTIPLE})  # MULTIPLE: derived, for colorize
-print(f"wrote result.png, loss.png, colourfulness.png, model.keras, metrics.json and settings.json to {out_dir}")
+files.write_json(out_dir / "settings.json", {**config, "MULTIPLE": MULTIPLE})  # MULTIPLE, for colorize
+print(f"wrote result.png, loss.png, colorfulness.png, model.keras, metrics.json, settings.json to {out_dir}")
 
 # %% [markdown]
 # ## Exercises
 # 1. **How much L1?** Train with `--LAMBDA=1000` and with `--LAMBDA=1` (and, if you are brave,
-#    `--LAMBDA=0`, a pure GAN), each into its own `--OUT_DIR`. Compare `colourfulness.png` and the
+#    `--LAMBDA=0`, a pure GAN), each into its own `--OUT_DIR`. Compare `colorfulness.png` and the
 #    grids: which one is brown, which one invents colours, and which one paints the wrong ones?
 # 2. **No warm start.** Run with `--WARMUP_EPOCHS=0` and compare `loss.png` and the first grids in
-#    `OUT_DIR/grids/` with a warmed-up run. How many epochs does the cold start lose?
+#    `OUT_DIR/grids/` with a warmed-up run. How many epochs does the cold start lose? And the other
+#    way round: `--WARMUP_EPOCHS=30` trains with L1 alone. How colourful does it get?
 # 3. **Lab or YUV?** Train with `--COLOR_SPACE=yuv`. Both runs use the same L1 loss; why can the
 #    same L1 error look worse in one space than in the other? (Hint: equal steps in `uv` are not equal
 #    steps for the eye.) Compare the results side by side.
@@ -574,7 +598,11 @@ print(f"wrote result.png, loss.png, colourfulness.png, model.keras, metrics.json
 #    `receptive_field`. Train with `--D_LAYERS=1` (16x16-pixel patches): which colour mistakes can a
 #    discriminator that small no longer see?
 # 5. **Alternate the steps.** pix2pix alternates: one step of the discriminator, then one of the
-#    generator against the updated discriminator. Write `gan_step` that way, with two calls to
-#    `backends.minimize`. What does it cost per batch, and does it change the curves?
+#    generator against the updated discriminator. Rewrite `train_step` that way, with a tape for the
+#    discriminator's step and a second forward pass and tape for the generator's. What does it cost per
+#    batch, and does it change the curves?
 # 6. **Make the discriminator win.** Train with `--D_FILTERS=64` and `--DROPOUT=0`, and read `loss.png`
 #    against the descriptions above. Then find a setting that brings the duel back.
+# 7. **The L2 hedge, by hand.** With `colorlab.lab.rgb_to_l_ab`, find the `ab` of a red, a green and a
+#    blue car, and the colour that minimizes the squared error and the absolute error when each is
+#    equally likely. Which is more colourful? Then read how Zhang et al. (2016) avoid both.

@@ -55,7 +55,8 @@ rows = {
     "RGB": [(rgb[..., i], name, "gray", (0, 1)) for i, name in enumerate(["R", "G", "B"])],
     "Lab": [(l[..., 0], "L (input)", "gray", (0, 1)), (ab[..., 0], "a: green - red", "RdYlGn_r", (-0.6, 0.6)),
             (ab[..., 1], "b: blue - yellow", "RdYlBu_r", (-0.6, 0.6))],
-    "YUV": [(yuv[..., 0], "Y (input)", "gray", (0, 1)), (yuv[..., 1], "U: blue - luma", "coolwarm", (-0.3, 0.3)),
+    "YUV": [(yuv[..., 0], "Y (input)", "gray", (0, 1)),
+            (yuv[..., 1], "U: blue - luma", "coolwarm", (-0.3, 0.3)),
             (yuv[..., 2], "V: red - luma", "coolwarm", (-0.3, 0.3))],
 }
 fig, axes = plt.subplots(3, 4, figsize=(13, 7.5))

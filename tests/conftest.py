@@ -1,7 +1,9 @@
-"""Shared test helpers: run a stage as a learner would (script or notebook), with tiny settings."""
+"""Shared test helpers: run a stage as a learner would (script, in this process, or notebook), with tiny
+settings."""
 
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +26,31 @@ def run_python(*args, env=None, timeout=900):
 
 
 def messages(stderr):
-    """The lines a program printed to stderr, less TensorFlow's C++ start-up log (which no setting silences)."""
+    """The lines a program printed to stderr, less TensorFlow's C++ start-up log (no setting silences it)."""
     noise = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog)")
     return [line for line in stderr.strip().splitlines() if line and not noise.match(line)]
+
+
+def run_stage(monkeypatch, script, *args):
+    """Run a stage file in this process, as ``python script args`` would from the repository root, and return
+    its globals. A mistake raises its UserError here (a terminal would print it as one line); no start-up
+    is paid. The folders the run locked are unlocked afterwards, so that another process may use them."""
+    from colorlab import files, settings
+    from colorlab.commands import unlock
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # settings.apply installs its own
+    monkeypatch.setattr(settings, "in_notebook", lambda: False)
+    held = set(files._locks)
+    try:
+        return runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        for folder in set(files._locks) - held:
+            unlock(folder)
+        import keras
+
+        keras.config.set_dtype_policy("float32")  # whatever the stage chose
 
 
 def run_notebook(notebook, parameters, out_path, timeout=900):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_images import png_bytes
+from test_images import metadata_bomb, png_bytes
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def build(folder):
     add("good-2.png", None, "a normal PNG", _encoded(photo(48, 64, 2), "PNG"))
     add("one-pixel.png", None, "scaled up (training: to the crop size)", _encoded(photo(1, 1, 3), "PNG"))
     add("small.png", None, "smaller than a training crop: scaled up", _encoded(photo(20, 12, 4), "PNG"))
-    add("wide.png", None, "10000x20: scaled so that it fits (training: a crop of it)", _encoded(photo(10000, 20, 5), "PNG"))
+    add("wide.png", None, "10000x20: scaled so that it fits (training: a crop of it)",
+        _encoded(photo(10000, 20, 5), "PNG"))
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in photo(24, 16, 6).astype(np.uint16) * 257)
     add("sixteen-bit.png", None, "16-bit RGB: rescaled to 8 bits", png_bytes(24, 16, 16, 2, rows))
     cmyk = Image.fromarray(photo(40, 30, 7)).convert("CMYK")
@@ -69,8 +70,10 @@ def build(folder):
     palette = Image.fromarray(photo(32, 32, 8)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     buffer = io.BytesIO()
     palette.save(buffer, format="PNG", transparency=0)
-    add("palette-transparent.png", None, "palette with a transparent colour: composited on white", buffer.getvalue())
-    add("grey.jpg", None, "greyscale: used as it is (colorize colours it)", _encoded(photo(40, 30, 9)[..., 0], "JPEG"))
+    add("palette-transparent.png", None, "palette with a transparent colour: composited on white",
+        buffer.getvalue())
+    add("grey.jpg", None, "greyscale: used as it is (colorize colours it)",
+        _encoded(photo(40, 30, 9)[..., 0], "JPEG"))
     frames = [Image.fromarray(photo(32, 24, s)) for s in (10, 11)]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
@@ -89,6 +92,10 @@ def build(folder):
     add("truncated-too.png", "truncated or corrupt", "skipped", whole[: len(whole) // 2])
     add("notes.jpg", "not an image", "skipped", b"these are my notes, not pixels\n")
     add("bomb.png", "decompression bomb", "skipped", png_bytes(100_000, 100_000, 8, 2))
+    add("profile-bomb.png", "metadata cannot be read safely",
+        "skipped (a colour profile that unpacks past 1 MiB)", metadata_bomb("iCCP"))
+    add("text-bomb.png", "metadata cannot be read safely",
+        "skipped (a text chunk after the pixels that unpacks past 1 MiB)", metadata_bomb("zTXt"))
     loop = folder / "loop.jpg"
     os.symlink("loop.jpg", loop)  # a link to itself
     cases["loop.jpg"] = Case("loop.jpg", "symbolic link loop", "skipped")

@@ -1,77 +1,73 @@
-"""The training input pipeline: what the batches hold, how they change, and what it refuses."""
+"""The training input: (l, ab) pairs cut from photos on disk: what they hold, how they change, what they
+skip."""
 
-import gc
-import tracemalloc
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from colorlab import UserError, data, images, lab
+from colorlab.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "data" / "samples"
-# Eight clearly different colours, one per synthetic photo: a crop's mean colour tells its photo.
-COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220), (220, 30, 220),
-           (240, 140, 20), (120, 60, 20)]
+# Eight clearly different colors, one per synthetic photo: a crop's mean color tells its photo.
+COLORS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220), (220, 30, 220),
+          (240, 140, 20), (120, 60, 20)]
 
 
 def solid_photos(folder, count, size=(40, 30)):
-    """``count`` photos of one colour each, of different kinds; returns their paths."""
+    """``count`` photos of one color each, of different kinds; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, colour in enumerate(COLOURS[:count]):
+    for i, rgb in enumerate(COLORS[:count]):
         path = folder / f"photo{i}.{('png', 'jpg', 'bmp', 'webp')[i % 4]}"
-        Image.new("RGB", size, colour).save(path, **({"quality": 100} if path.suffix == ".jpg" else {}))
+        Image.new("RGB", size, rgb).save(path, **({"quality": 100} if path.suffix == ".jpg" else {}))
         paths.append(path)
     return paths
 
 
-def which_colour(rgb):
-    """The index in COLOURS nearest to the mean colour of an (H, W, 3) crop in [0, 1]."""
+def which_color(rgb):
+    """The index in COLORS nearest to the mean color of an (H, W, 3) crop in [0, 1]."""
     mean = rgb.reshape(-1, 3).mean(axis=0) * 255
-    return int(np.argmin([np.sum((mean - np.array(c)) ** 2) for c in COLOURS]))
+    return int(np.argmin([np.sum((mean - np.array(c)) ** 2) for c in COLORS]))
 
 
-def test_load_can_fit_the_shorter_side():
-    rocket = SAMPLES / "rocket.jpg"  # 640x427 JPEG: decoded at a reduced size first, then resized
-    assert images.load(rocket, 64, side="shorter").shape == (64, 96, 3)
-    assert images.load(rocket, 64).shape == (43, 64, 3)  # the default is still the longer side
-    assert images.load(rocket, 700, side="shorter").shape == (700, 1049, 3)  # small photos are enlarged
-    with pytest.raises(ValueError):
-        images.load(rocket, 64, side="width")
+def photos_of(l, ab):
+    return [which_color(rgb) for rgb in lab.l_ab_to_rgb(l, ab)]
 
 
-def test_batches_have_the_right_shapes_dtypes_and_ranges():
-    train = data.Photos(sorted(SAMPLES.glob("*.jpg")), image_size=24, batch_size=3, steps=2, zoom=1.5)
-    assert len(train) == 2
-    for index in range(2):
+def next_epoch(dataset):
+    dataset.on_epoch_end()  # what Keras calls between epochs
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a batch holds
+
+
+def test_training_pairs_are_l_and_ab_of_crops_of_the_photo_maybe_flipped():
+    rocket = SAMPLES / "rocket.jpg"  # 640x427: its shorter side scaled to 32 gives 32x48
+    train = data.Photos([rocket], image_size=32, batch_size=8, steps=2, zoom=1.0)
+    whole = np.concatenate(lab.rgb_to_l_ab(images.load(rocket, 32, side="shorter")), axis=-1)  # (32, 48, 3)
+    windows = [whole[:, x : x + 32] for x in range(whole.shape[1] - 32 + 1)]
+    flipped = 0
+    for index in range(len(train)):
         l, ab = train[index]
-        assert l.shape == (3, 24, 24, 1) and ab.shape == (3, 24, 24, 2)
-        assert l.dtype == np.float32 and ab.dtype == np.float32
-        assert 0 <= l.min() and l.max() <= 1 and -1 <= ab.min() and ab.max() <= 1
-        assert np.abs(ab).max() > 0.05  # real colour, not grey
+        assert l.shape == (8, 32, 32, 1) and ab.shape == (8, 32, 32, 2) and l.dtype == ab.dtype == np.float32
+        assert 0 <= l.min() and l.max() <= 1 and -1 <= ab.min() and ab.max() <= 1 and np.abs(ab).max() > 0.05
+        for crop in np.concatenate([l, ab], axis=-1):
+            plain = min(np.abs(crop - w).max() for w in windows)
+            mirror = min(np.abs(crop[:, ::-1] - w).max() for w in windows)
+            assert min(plain, mirror) < 1e-5, "a pair is not (l, ab) of a window of the photo"
+            flipped += mirror < plain
+    assert 0 < flipped < 16  # some crops are flipped, some are not
     with pytest.raises(IndexError):
         train[2]
 
 
-def test_training_crops_are_crops_of_the_photo_maybe_flipped():
-    rocket = SAMPLES / "rocket.jpg"
-    train = data.Photos([rocket], image_size=32, batch_size=8, steps=1, zoom=1.0)
-    l, _ = train[0]
-    whole, _ = lab.rgb_to_l_ab(images.load(rocket, 32, side="shorter"))  # (32, 48, 1)
-    windows = [whole[:, x : x + 32] for x in range(whole.shape[1] - 32 + 1)]
-    flipped = 0
-    for crop in l:
-        plain = min(np.abs(crop - w).max() for w in windows)
-        mirror = min(np.abs(crop[:, ::-1] - w).max() for w in windows)
-        assert min(plain, mirror) < 1e-5, "a training crop is not a window of the photo"
-        flipped += mirror < plain
-    assert 0 < flipped < len(l)  # some crops are flipped, some are not
-
-
-def test_validation_batches_are_centre_crops_in_order():
+def test_validation_pairs_are_the_centre_crops_of_whole_photos_in_order():
     paths = sorted(SAMPLES.glob("*.jpg"))[:3]
     validation = data.Photos(paths, image_size=40, batch_size=2, random=False)
     assert len(validation) == 2  # 3 photos in batches of 2: the last batch is smaller
@@ -82,125 +78,165 @@ def test_validation_batches_are_centre_crops_in_order():
     expected_l, expected_ab = lab.rgb_to_l_ab(rgb[top : top + 40, left : left + 40])
     np.testing.assert_allclose(l[0], expected_l, atol=1e-6)
     np.testing.assert_allclose(ab[0], expected_ab, atol=1e-6)
-    again = validation[1]
-    np.testing.assert_array_equal(again[1], ab)  # the same every time
+    next_epoch(validation)
+    np.testing.assert_array_equal(validation[1][1], ab)  # the same every epoch
+    every_ab = np.concatenate([validation[i][1].ravel() for i in range(2)]).astype(np.float64)
+    assert data.grey_loss(validation) == pytest.approx(np.mean(every_ab**2), rel=1e-9)
 
 
-def test_crops_differ_between_epochs_and_follow_from_the_seed():
+def test_yuv_pairs():
+    train = data.Photos([SAMPLES / "chelsea.jpg"], image_size=16, batch_size=2, steps=1, color_space="yuv")
+    y, uv = train[0]
+    rgb = lab.l_ab_to_rgb(*data.Photos([SAMPLES / "chelsea.jpg"], image_size=16, batch_size=2, steps=1)[0])
+    np.testing.assert_allclose(y, lab.rgb_to_y_uv(rgb)[0], atol=2e-3)
+    assert uv.shape == (2, 16, 16, 2)
+
+
+def test_crops_follow_from_the_seed_and_change_every_epoch():
     paths = sorted(SAMPLES.glob("*.jpg"))
-    train = data.Photos(paths, image_size=32, batch_size=4, steps=3, zoom=1.3, seed=5)
-    first = train[1][0]
-    train.set_epoch(1)
-    second = train[1][0]
+
+    def batches(seed, epochs=2):
+        train = data.Photos(paths, image_size=16, batch_size=4, steps=3, zoom=1.3, seed=seed)
+        found = []
+        for _ in range(epochs):
+            found.append(np.concatenate([train[i][1] for i in range(len(train))]))
+            next_epoch(train)
+        return found
+
+    first, second = batches(5)
     assert not np.array_equal(first, second)  # a new epoch, new crops
-
-    again = data.Photos(paths, image_size=32, batch_size=4, steps=3, zoom=1.3, seed=5)
-    again.set_epoch(1)
-    np.testing.assert_array_equal(again[1][0], second)  # same seed, epoch and batch: same crops
-    other = data.Photos(paths, image_size=32, batch_size=4, steps=3, zoom=1.3, seed=6)
-    other.set_epoch(1)
-    assert not np.array_equal(other[1][0], second)
+    again = batches(5)
+    np.testing.assert_array_equal(again[0], first)  # the same seed: the same crops
+    np.testing.assert_array_equal(again[1], second)
+    assert not np.array_equal(batches(6)[0], first)
 
 
-def test_batches_read_ahead_are_the_batches_asked_for():
+def test_keras_worker_threads_serve_every_batch_of_every_epoch_once():
+    served = []
+
+    class Recorded(data.Photos):
+        def __getitem__(self, index):
+            served.append((self.epoch, index))
+            return super().__getitem__(index)
+
+    train = Recorded(sorted(SAMPLES.glob("*.jpg")), image_size=8, batch_size=2, steps=3, workers=2)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(2, 3, padding="same")])
+    model.compile(optimizer="adam", loss="mse", run_eagerly=True)
+    history = model.fit(train, epochs=2, verbose=0)
+    assert len(set(served)) == len(served)  # no batch of an epoch is read twice
+    epochs = {}
+    for epoch, index in served:
+        epochs.setdefault(epoch, []).append(index)
+    full = [epoch for epoch, indices in epochs.items() if sorted(indices) == [0, 1, 2]]
+    assert len(full) == 2, served  # two epochs of their own (Keras may first read a batch or two: shapes)
+    assert len(epochs) <= 3 and np.isfinite(history.history["loss"]).all()
+    # With two threads, the same batches as with none: crops depend on the seed, epoch and batch alone.
     paths = sorted(SAMPLES.glob("*.jpg"))
-    plain = data.Photos(paths, image_size=16, batch_size=2, steps=5, seed=2)  # reads only what is asked
-    ahead = data.Photos(paths, image_size=16, batch_size=2, steps=5, seed=2, workers=3, max_queue_size=4)
-    ahead[0]  # epoch 0: batches 1 to 4 are now being read ahead
-    for epoch, index in [(1, 2), (1, 3), (0, 1), (2, 0), (2, 4)]:  # jumps, as Keras may make
-        plain.set_epoch(epoch)
-        ahead.set_epoch(epoch)
-        np.testing.assert_array_equal(ahead[index][1], plain[index][1], err_msg=f"epoch {epoch}, batch {index}")
+    validation = data.Photos(paths, image_size=8, batch_size=2, random=False, workers=2)
+    single = data.Photos(validation.paths, image_size=8, batch_size=2, random=False)
+    assert model.evaluate(validation, verbose=0) == pytest.approx(model.evaluate(single, verbose=0), rel=1e-6)
 
 
-def test_every_photo_is_used_once_before_any_is_used_again(tmp_path):
-    paths = solid_photos(tmp_path, 8)
-    train = data.Photos(paths, image_size=8, batch_size=3, steps=4, seed=1)  # 12 crops per epoch, 8 photos
-    seen = []
-    for epoch in range(2):
-        train.set_epoch(epoch)
-        for index in range(len(train)):
-            seen += [which_colour(rgb) for rgb in lab.l_ab_to_rgb(*train[index])]
-    assert sorted(seen[:8]) == list(range(8)) and sorted(seen[8:16]) == list(range(8))  # passes span epochs
-    assert seen[:8] != seen[8:16]  # each pass in a new order
+def test_embeddings_come_with_the_rows_of_their_photos_and_a_nan_row_is_skipped(tmp_path, capsys):
+    paths = solid_photos(tmp_path, 4)
+    train = data.Photos(paths, image_size=8, batch_size=6, steps=3, seed=1)
+    train.embeddings = np.array([[i, 10 * i] for i in range(4)], dtype=np.float32)
+    train.embeddings[2] = np.nan  # the classifier could not read photo 2
+    seen = set()
+    for index in range(len(train)):
+        (l, embedding), ab = train[index]
+        assert l.shape == (6, 8, 8, 1) and embedding.shape == (6, 2) and ab.shape == (6, 8, 8, 2)
+        colors = photos_of(l, ab)
+        np.testing.assert_array_equal(embedding[:, 0], colors)  # each crop with its own photo's row
+        seen |= set(colors)
+    assert seen == {0, 1, 3}
+    assert train.skipped == {str(paths[2]): "no embedding: the classifier could not read it"}
+    assert capsys.readouterr().out.count(f"skipped {paths[2]}: no embedding") == 1
 
 
-def test_validation_photos_never_appear_in_training(tmp_path):
+# ----------------------------------------------------------------------------------------------------
+# from_folder: the split, what is left out, what is refused
+
+
+def test_validation_is_whole_photos_chosen_by_name_and_never_trained_on(tmp_path):
     paths = solid_photos(tmp_path / "photos", 8)
-    train, validation = data.from_folder(tmp_path / "photos", image_size=8, batch_size=4, steps=5,
-                                         validation_fraction=0.25, verbose=False)
+    train, validation = data.from_folder(tmp_path / "photos", 8, 4, 5, 0.25, verbose=False)
     assert len(validation.paths) == 2 and len(train.paths) == 6
     assert set(train.paths) | set(validation.paths) == {str(p) for p in paths}
     kept_aside = {int(Path(p).stem[-1]) for p in validation.paths}
-    for epoch in range(3):
-        train.set_epoch(epoch)
+    for _ in range(2):
         for index in range(len(train)):
-            colours = {which_colour(rgb) for rgb in lab.l_ab_to_rgb(*train[index])}
-            assert not colours & kept_aside, f"a validation photo was trained on in epoch {epoch}"
-    seen = {which_colour(rgb) for index in range(len(validation)) for rgb in lab.l_ab_to_rgb(*validation[index])}
-    assert seen == kept_aside
+            assert not set(photos_of(*train[index])) & kept_aside, "a validation photo was trained on"
+        next_epoch(train)
+    assert {c for i in range(len(validation)) for c in photos_of(*validation[i])} == kept_aside
+    # The choice depends on the names alone: not on their order, nor on where the folder is.
+    copy = solid_photos(tmp_path / "elsewhere" / "copy", 8)
+    _, chosen = data.split_photos(copy[::-1], 0.25, root=tmp_path / "elsewhere" / "copy")
+    assert [p.name for p in chosen] == [Path(p).name for p in validation.paths]
+    assert len(data.split_photos(paths[:2], 0.01)[1]) == 1 and len(data.split_photos(paths[:2], 0.99)[0]) == 1
 
 
-def test_the_split_is_deterministic_and_keeps_at_least_one_photo_aside(tmp_path):
-    paths = solid_photos(tmp_path, 8)
-    train, validation = data.split(paths, 0.25, root=tmp_path)
-    assert (train, validation) == data.split(paths[::-1], 0.25, root=tmp_path)  # file order does not matter
-    assert len(validation) == 2 and not set(train) & set(validation)
-    assert len(data.split(paths[:2], 0.01)[1]) == 1  # two photos: one is kept aside
-    assert len(data.split(paths[:2], 0.9)[0]) == 1  # ... and one is trained on
-    assert data.split(paths, 0) == (sorted(paths), [])
-
-
-def test_an_unreadable_photo_is_reported_once_and_replaced(tmp_path, capsys):
+def test_an_unreadable_photo_is_reported_once_in_one_line_and_replaced(tmp_path, capsys):
     paths = solid_photos(tmp_path, 2)
     broken = tmp_path / "broken.jpg"
     broken.write_text("this is not a photo")
-    train = data.Photos(paths + [broken], image_size=8, batch_size=6, steps=4)
-    for epoch in range(2):
-        train.set_epoch(epoch)
+    strip = tmp_path / "strip.png"  # 2000000x1: its shorter side scaled to 8 makes 128 million pixels
+    Image.new("RGB", (2_000_000, 1), (10, 200, 10)).save(strip)
+    train = data.Photos(paths + [broken, strip], image_size=8, batch_size=6, steps=3)
+    for _ in range(2):
         for index in range(len(train)):
             l, ab = train[index]
-            assert l.shape == (6, 8, 8, 1)  # full batches: the broken file was replaced
-            assert {which_colour(rgb) for rgb in lab.l_ab_to_rgb(l, ab)} <= {0, 1}
-    lines = [line for line in capsys.readouterr().out.splitlines() if "broken.jpg" in line]
-    assert lines == [f"skipped {broken}: not an image, or in a format Pillow cannot read"]
-    assert list(train.skipped) == [str(broken)]
+            assert l.shape == (6, 8, 8, 1) and set(photos_of(l, ab)) <= {0, 1}  # full batches of good photos
+        next_epoch(train)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if "broken.jpg" in line] == [
+        f"skipped {broken}: not an image, or in a format Pillow cannot read"]
+    assert [line for line in printed if "strip.png" in line][0].startswith(
+        f"skipped {strip}: refused: scaled to 8 pixels on its shorter side, this 2000000x1 photo would have")
+    assert sorted(train.skipped) == sorted([str(broken), str(strip)])
+
+
+def test_the_run_s_own_out_dir_inside_data_is_left_out(tmp_path):
+    photos = tmp_path / "photos"
+    paths = solid_photos(photos, 4)
+    out = photos / "out"
+    solid_photos(out / "grids", 2)  # an earlier run's pictures
+    train, validation = data.from_folder(photos, 8, 2, 2, 0.25, exclude=out, verbose=False)
+    assert sorted(train.paths + validation.paths) == sorted(map(str, paths))
+    train, validation = data.from_folder(photos, 8, 2, 2, 0.25, exclude=photos / "missing", verbose=False)
+    assert len(train.paths + validation.paths) == 6  # without it, they would be trained on
+
+
+def test_an_absurd_image_size_is_blamed_on_the_setting_not_the_photos():
+    with pytest.raises(SettingsError) as caught:
+        data.from_folder(SAMPLES, 100_000, 8, 10, 0.25)
+    assert str(caught.value).startswith("IMAGE_SIZE=100000 with ZOOM=1.0 asks for photos of up to ")
+    assert "choose a smaller IMAGE_SIZE" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_folder_without_usable_photos_is_a_one_line_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no photos found") as error:
+    with pytest.raises(UserError, match="no photos found") as caught:
         data.from_folder(tmp_path / "empty", 8, 2, 2)
-    assert "\n" not in str(error.value)
-
+    assert "\n" not in str(caught.value)
     (tmp_path / "junk").mkdir()
     for name in ("a.jpg", "b.png", "c.webp"):
         (tmp_path / "junk" / name).write_text("not a photo")
-    with pytest.raises(UserError, match="no readable photo for training") as error:
+    with pytest.raises(UserError, match="no readable photo for training among 2 files") as caught:
         data.from_folder(tmp_path / "junk", 8, 2, 2, verbose=False)
-    assert "\n" not in str(error.value)
-
+    assert "\n" not in str(caught.value)
     solid_photos(tmp_path / "one", 1)
-    with pytest.raises(UserError, match="at least 2"):
+    with pytest.raises(UserError, match="only 1 photo; a validation split needs at least 2"):
         data.from_folder(tmp_path / "one", 8, 2, 2)
+    with pytest.raises(UserError, match="no such folder"):
+        data.from_folder(tmp_path / "missing", 8, 2, 2)
 
 
-def test_no_decoded_photo_is_kept_between_batches():
-    train = data.Photos(sorted(SAMPLES.glob("*.jpg")), image_size=64, batch_size=4, steps=6, workers=2)
-    train[0]  # first use: imports and one-time set-up
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for epoch in range(3):  # 72 crops from 7 photos of up to 3.3 MB each once decoded
-            train.set_epoch(epoch)
-            for index in range(len(train)):
-                batch = train[index]
-        del batch
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert grown < 200_000, f"{grown} bytes more after 18 batches: decoded photos are being kept"
-    held = [o for o in gc.get_referents(*vars(train).values()) if isinstance(o, (np.ndarray, Image.Image))]
-    assert sum(getattr(o, "nbytes", 10**9) for o in held) < 100_000  # a few index arrays at most
+def test_examples_are_whole_readable_photos(tmp_path):
+    paths = solid_photos(tmp_path, 3, size=(40, 30))
+    (tmp_path / "a-broken.png").write_text("no")
+    validation = data.Photos(sorted(tmp_path.iterdir()), image_size=12, batch_size=2, random=False)
+    names, rgbs = validation.examples(2)
+    assert names == ["photo0.png", "photo1.jpg"] and [r.shape for r in rgbs] == [(12, 16, 3)] * 2
+    assert validation.first_usable() == str(paths[0])

@@ -1,23 +1,30 @@
-"""data/download.py and colorlab.download, against a local HTTP server that serves a small archive.
+"""data/download.py and colorlab.commands.download, against a local HTTP server that serves a small archive.
 
-Every failure must leave no dataset folder behind (neither DEST nor a temporary unpacking folder), and
-a dropped download must resume where it stopped.
+Every failure must leave no dataset folder behind (neither DEST nor a temporary unpacking folder), a
+dropped download must resume where it stopped, and nothing of the user's is ever replaced: not a folder
+that holds the repository's files, not files added to an earlier download, not the disk's last bytes.
 """
 
+import bz2
 import hashlib
 import http.server
 import io
 import os
+import shutil
 import socket
+import struct
 import tarfile
 import threading
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from colorlab import UserError, download
-from conftest import ROOT, run_python
+from colorlab import UserError
+from colorlab.commands import download
+from conftest import ROOT, messages, run_python
 
 # ----------------------------------------------------------------------------------------------------
 # A local server and a small dataset
@@ -177,9 +184,10 @@ def test_corrupt_archive_leaves_no_folder_and_no_download(server, tmp_path, dama
     server.files["mini.tgz"] = ARCHIVE[: len(ARCHIVE) * 2 // 3] if damage == "truncated" else os.urandom(5000)
     dest = tmp_path / "mini"
     with pytest.raises(download.BadArchive, match="corrupt or truncated"):
-        download.fetch(server.url("mini.tgz"), dest, None, progress=False)  # no checksum: the archive itself fails
+        download.fetch(server.url("mini.tgz"), dest, None, progress=False)  # no checksum: the archive fails
     assert not dest.exists() and leftovers(tmp_path) == []
-    assert [p.name for p in (tmp_path / ".downloads").glob("mini.tgz*")] == ["mini.tgz.lock"]  # the next run starts afresh
+    downloads = [p.name for p in (tmp_path / ".downloads").glob("mini.tgz*")]
+    assert downloads == ["mini.tgz.lock"]  # the next run starts afresh
 
 
 def test_dropped_connection_keeps_the_part_and_the_next_run_resumes(server, tmp_path):
@@ -233,13 +241,15 @@ def test_script_reports_a_failure_in_one_line_without_traceback(tmp_path):
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}/mini.tgz"
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = run_python("data/download.py", f"--URL={closed}", f"--DEST={tmp_path / 'mini'}", env=env, timeout=60)
+    result = run_python("data/download.py", f"--URL={closed}", f"--DEST={tmp_path / 'mini'}", env=env,
+                        timeout=60)
     assert result.returncode != 0
     assert result.stderr.startswith("error: cannot download " + closed) and "Traceback" not in result.stderr
     assert "--URL" in result.stderr
 
 
-@pytest.mark.parametrize("member", ["../escaped.txt", "/tmp/absolute.txt", "mini/link->/etc/passwd", "mini/up->../../x"])
+@pytest.mark.parametrize("member", ["../escaped.txt", "/tmp/absolute.txt", "mini/link->/etc/passwd",
+                                    "mini/up->../../x"])
 def test_members_escaping_the_destination_are_refused(server, tmp_path, member):
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -262,18 +272,162 @@ def test_members_escaping_the_destination_are_refused(server, tmp_path, member):
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "data" / "escaped.txt").exists()
 
 
-def test_an_existing_folder_is_never_replaced_without_asking(server, tmp_path):
+def test_an_earlier_download_is_replaced_only_with_overwrite(server, tmp_path):
+    server.files["mini.tgz"] = ARCHIVE
+    server.files["other.tgz"] = ARCHIVE
+    dest = tmp_path / "mini"
+    download.fetch(server.url("other.tgz"), dest, ARCHIVE_MD5, progress=False)
+    assert download.read_manifest(dest) == {n.removeprefix("mini/") for n in PHOTOS} | {"README.txt"}
+    asked = len(server.requests)
+    with pytest.raises(UserError, match=r"already holds a download of .*other.tgz.*--OVERWRITE=True"):
+        download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, progress=False)
+    assert len(server.requests) == asked
+    download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, overwrite=True, progress=False)
+    assert_complete(dest) and download.read_marker(dest)["url"] == server.url("mini.tgz")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_folder_with_files_the_download_did_not_write_is_never_replaced(server, tmp_path):
+    server.files["mini.tgz"] = ARCHIVE
+    plain = tmp_path / "plain"  # the user's own folder
+    plain.mkdir()
+    (plain / "mine.txt").write_text("keep me")
+    earlier = tmp_path / "earlier"  # a complete download, and then the user's own files put into it
+    download.fetch(server.url("mini.tgz"), earlier, ARCHIVE_MD5, progress=False)
+    (earlier / "train" / "my-labels.csv").write_text("keep me too")
+    (earlier / "notes.txt").write_text("and me")
+    asked = len(server.requests)
+    for dest, said in ((plain, "holds files that are not a complete download of this script (mine.txt)"),
+                       (earlier, f"holds files that the download of {server.url('mini.tgz')} did not write "
+                                 f"(notes.txt, train/my-labels.csv)")):
+        for url in (server.url("mini.tgz"), server.url("other.tgz")):
+            with pytest.raises(UserError) as caught:
+                download.fetch(url, dest, ARCHIVE_MD5, overwrite=True, progress=False)
+            message = str(caught.value)
+            assert message.startswith(f"{dest} {said}: nothing was replaced"), message
+            assert "OVERWRITE" not in message and "\n" not in message
+    assert len(server.requests) == asked  # refused before any download
+    assert (plain / "mine.txt").read_text() == "keep me"
+    assert (earlier / "train" / "my-labels.csv").read_text() == "keep me too"
+    assert (earlier / "notes.txt").exists()
+    (tmp_path / "empty").mkdir()
+    download.fetch(server.url("mini.tgz"), tmp_path / "empty", ARCHIVE_MD5, progress=False)  # nothing to lose
+    assert_complete(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("marker", ["fifo", "zeros", "huge", "list", "link"])
+def test_a_hostile_marker_is_no_marker(server, tmp_path, marker):
     server.files["mini.tgz"] = ARCHIVE
     dest = tmp_path / "mini"
-    dest.mkdir()
-    (dest / "mine.txt").write_text("keep me")
-    with pytest.raises(UserError, match="not a complete download.*--OVERWRITE=True"):
-        download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, progress=False)
-    assert (dest / "mine.txt").read_text() == "keep me" and server.requests == []
+    download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, progress=False)
+    path = dest / download.MARKER
+    real = path.read_text()
+    path.unlink()
+    if marker == "fifo":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    elif marker == "zeros":
+        os.symlink("/dev/zero", path)
+    elif marker == "huge":
+        path.write_text(real[:-2] + ', "pad": "' + "x" * (1 << 20) + '"}')
+    elif marker == "list":
+        path.write_text("[1, 2]")
+    else:
+        (tmp_path / "elsewhere.json").write_text(real)
+        os.symlink(tmp_path / "elsewhere.json", path)
+    assert download.read_marker(dest) is None
+    with pytest.raises(UserError, match="not a complete download of this script"):
+        download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, overwrite=True, progress=False)
 
-    download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, overwrite=True, progress=False)
-    assert_complete(dest)
-    assert not (dest / "mine.txt").exists() and leftovers(tmp_path) == []
+
+@pytest.mark.parametrize("dest", [".", "data", "data/samples", "HOME", "/", "REPO"])
+def test_dest_must_be_a_folder_of_its_own_before_any_download(server, tmp_path, monkeypatch, dest):
+    monkeypatch.chdir(ROOT)
+    server.files["mini.tgz"] = ARCHIVE
+    dest = {"HOME": str(Path.home()), "REPO": str(ROOT)}.get(dest, dest)
+    with pytest.raises(UserError) as caught:
+        download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, overwrite=True, progress=False)
+    assert str(caught.value).startswith("DEST") and "\n" not in str(caught.value)
+    assert server.requests == []
+    assert not (ROOT / ".downloads").exists() and not (ROOT / "data" / ".downloads").exists()
+
+
+def test_script_refuses_dest_dot_in_one_line(tmp_path):
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = run_python("data/download.py", "--URL=http://127.0.0.1:9/mini.tgz", "--DEST=.", env=env,
+                        timeout=60)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert messages(result.stderr) == ["error: DEST is '.', the current folder: give a folder of its own, "
+                                       "such as outputs/run1"]
+
+
+def gzip_bomb(unpacked=1 << 30):
+    """A valid .tgz holding one member of ``unpacked`` zero bytes, about 4.5 MiB for 1 GiB, made in a
+    fraction of a second: one compressed MiB of zeros, flushed so that it stands alone, repeated."""
+    info = tarfile.TarInfo("mini/zeros.bin")
+    info.size = unpacked
+    header = info.tobuf(format=tarfile.GNU_FORMAT)
+    packer = zlib.compressobj(1, zlib.DEFLATED, -15)
+    head = packer.compress(header) + packer.flush(zlib.Z_FULL_FLUSH)
+    mib = bytes(1 << 20)
+    block = packer.compress(mib) + packer.flush(zlib.Z_FULL_FLUSH)
+    tail = packer.compress(bytes(1024)) + packer.flush()  # the end-of-archive blocks
+    crc = zlib.crc32(header)
+    for _ in range(unpacked >> 20):
+        crc = zlib.crc32(mib, crc)
+    crc = zlib.crc32(bytes(1024), crc)
+    trailer = struct.pack("<II", crc, (len(header) + unpacked + 1024) & 0xFFFFFFFF)
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + head + block * (unpacked >> 20) + tail + trailer
+
+
+def test_a_decompression_bomb_is_refused_in_one_line(tmp_path):
+    bomb = gzip_bomb()
+    assert 4 << 20 < len(bomb) < 5 << 20
+    archive = tmp_path / "copy" / "bomb.tgz"
+    archive.parent.mkdir()
+    archive.write_bytes(bomb)
+    dest = tmp_path / "data" / "bomb"
+    with pytest.raises(download.BadArchive) as caught:
+        download.fetch(archive.as_uri(), dest, None, progress=False)
+    message = str(caught.value)
+    assert "refused: its members declare at least 1024.0 MiB, more than 100 times its own 4." in message
+    assert "decompression bomb" in message and "run again" not in message and "\n" not in message
+    assert not dest.exists() and leftovers(tmp_path / "data") == []
+
+
+def test_unpacking_is_bounded_as_the_bytes_come(tmp_path, monkeypatch):
+    # A gzip trailer that declares less than the archive holds (a lie, or a damaged archive).
+    lying = bytearray(ARCHIVE)
+    lying[-4:] = (3000).to_bytes(4, "little")
+    # A .tar.bz2 (no size declared anywhere) of 4 MiB of zeros in a few hundred bytes, with the ratio at 10.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("mini/zeros.bin")
+        info.size = 4 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    packed = bz2.compress(buffer.getvalue())
+    for name, data, said in (("lying.tgz", bytes(lying), "more than the 2.9 KiB its gzip trailer declares"),
+                             ("bomb.tar.bz2", packed, "more than 10 times its own")):
+        monkeypatch.setattr(download, "MAX_RATIO", 10)
+        archive = tmp_path / name
+        archive.write_bytes(data)
+        with pytest.raises(download.BadArchive, match="refused: ") as caught:
+            download.unpack(archive, tmp_path / "dest")
+        assert said in str(caught.value)
+        assert not (tmp_path / "dest").exists() and not list(tmp_path.glob(".dest.*"))
+
+
+def test_unpacking_never_takes_more_than_the_free_disk_space(tmp_path, monkeypatch):
+    real = shutil.disk_usage
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: real(path)._replace(free=4096))
+    archive = tmp_path / "mini.tgz"
+    archive.write_bytes(ARCHIVE)
+    with pytest.raises(UserError) as caught:
+        download.unpack(archive, tmp_path / "mini")
+    assert not isinstance(caught.value, download.BadArchive)  # the archive is fine: fetch keeps it
+    message = str(caught.value)
+    assert message.startswith(f"{archive}: not enough disk space to unpack it: its gzip trailer declares ")
+    assert message.endswith(f"4.0 KiB is free in {tmp_path}; free some, or set --DEST to another disk")
+    assert not (tmp_path / "mini").exists() and not list(tmp_path.glob(".mini.*"))
 
 
 def test_leftovers_of_a_killed_run_are_cleaned_and_file_urls_work(tmp_path):
@@ -291,3 +445,27 @@ def test_a_bad_checksum_setting_is_refused_before_downloading(server, tmp_path):
     with pytest.raises(UserError, match="32 hexadecimal digits"):
         download.fetch(server.url("mini.tgz"), tmp_path / "mini", "abc", progress=False)
     assert server.requests == []
+
+
+@pytest.mark.parametrize("mode", ["w:bz2", "w:xz", "w"])
+def test_other_tar_formats_unpack_with_their_manifest(tmp_path, mode):
+    archive = tmp_path / "mini.tar"
+    with tarfile.open(archive, mode) as tar:
+        for name, data in PHOTOS.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert download.unpack(archive, tmp_path / "mini", info={"url": "file:///mini.tar"}) == len(PHOTOS)
+    assert download.read_manifest(tmp_path / "mini") == {name.removeprefix("mini/") for name in PHOTOS}
+    assert download.read_marker(tmp_path / "mini")["url"] == "file:///mini.tar"
+
+
+def test_an_old_download_without_its_manifest_is_not_replaced(server, tmp_path):
+    server.files["mini.tgz"] = ARCHIVE
+    dest = tmp_path / "mini"
+    download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, progress=False)
+    (dest / download.MANIFEST).unlink()  # as the script wrote them before it kept one
+    download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, progress=False)  # complete: nothing to do
+    with pytest.raises(UserError, match=r"holds a download without its list of files \(.download-files"):
+        download.fetch(server.url("mini.tgz"), dest, ARCHIVE_MD5, overwrite=True, progress=False)
+    assert_complete(dest)

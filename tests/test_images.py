@@ -15,13 +15,44 @@ from colorlab.images import ImageError
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 
-def png_bytes(width, height, depth, colour_type, raw=b""):
-    """A PNG written by hand, so the tests can make files Pillow will not write (16-bit RGB, bombs)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def chunk(kind, data):
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
+
+def png_bytes(width, height, depth, colour_type, raw=b"", before=b"", after=b""):
+    """A PNG written by hand, so the tests can make files Pillow will not write (16-bit RGB, bombs);
+    ``before`` and ``after`` are chunks placed before and after the pixels (IDAT)."""
     header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    pixels = chunk(b"IDAT", zlib.compress(raw))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + before + pixels + after + chunk(b"IEND", b"")
+
+
+def metadata_bomb(kind="iCCP"):
+    """A 4x4 grey PNG whose colour profile (iCCP, before the pixels) or text (zTXt, iTXt: after them) is
+    1 KiB that unpacks past Pillow's limit for metadata (PngImagePlugin.MAX_TEXT_CHUNK, 1 MiB)."""
+    from PIL import PngImagePlugin
+
+    packed = zlib.compress(bytes(PngImagePlugin.MAX_TEXT_CHUNK + 1024), 9)
+    data = {"iCCP": b"profile\0\0", "zTXt": b"Comment\0\0", "iTXt": b"Comment\0\1\0\0\0"}[kind] + packed
+    pixels = b"".join(b"\x00" + b"\x80" * 4 for _ in range(4))
+    return png_bytes(4, 4, 8, 0, pixels, **({"before": chunk(kind.encode(), data)} if kind == "iCCP" else
+                                            {"after": chunk(kind.encode(), data)}))
+
+
+def flat_png(width, height, grey=128, rows=64):
+    """A large grey PNG made in milliseconds: the same compressed band of rows, repeated."""
+    row = b"\x00" + bytes([grey]) * width
+    packer = zlib.compressobj(1, zlib.DEFLATED, -15)
+    band = packer.compress(row * rows) + packer.flush(zlib.Z_FULL_FLUSH)  # stands alone: it can be repeated
+    full, rest = divmod(height, rows)
+    tail = packer.compress(row * rest) + packer.flush()
+    adler = 1
+    for _ in range(full):
+        adler = zlib.adler32(row * rows, adler)
+    stream = b"\x78\x01" + band * full + tail + struct.pack(">I", zlib.adler32(row * rest, adler))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
 
 
 def left_red_right_blue(width, height, mode="RGB"):
@@ -91,7 +122,8 @@ def test_16_bit_rgb(tmp_path):
     pixels[...] = (40000, 1000, 65535)
     rows = b"".join(b"\x00" + row.tobytes() for row in pixels)
     (tmp_path / "rgb16.png").write_bytes(png_bytes(5, 3, 16, 2, rows))
-    np.testing.assert_allclose(images.load(tmp_path / "rgb16.png")[1, 2], np.array([40000, 1000, 65535]) / 65535, atol=1 / 255)
+    expected = np.array([40000, 1000, 65535]) / 65535
+    np.testing.assert_allclose(images.load(tmp_path / "rgb16.png")[1, 2], expected, atol=1 / 255)
 
 
 @pytest.mark.parametrize("size", [None, 10])
@@ -113,7 +145,8 @@ def test_animated_gif_uses_the_first_frame(tmp_path):
 
 @pytest.mark.parametrize(
     "width, height, size, expected",
-    [(400, 300, 100, (75, 100)), (300, 400, 100, (100, 75)), (1, 1, 8, (8, 8)), (10000, 20, 256, (1, 256)), (64, 48, 64, (48, 64))],
+    [(400, 300, 100, (75, 100)), (300, 400, 100, (100, 75)), (1, 1, 8, (8, 8)), (10000, 20, 256, (1, 256)),
+     (64, 48, 64, (48, 64))],
 )
 def test_resize_keeps_the_aspect_ratio(tmp_path, width, height, size, expected):
     left_red_right_blue(width, height).save(tmp_path / "photo.png")
@@ -136,32 +169,43 @@ def bad_files(tmp_path):
     left_red_right_blue(200, 100).save(buffer, format="JPEG")
     (tmp_path / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    noise = np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, format="PNG")
     (tmp_path / "truncated.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     (tmp_path / "bomb.png").write_bytes(png_bytes(100_000, 100_000, 8, 2))
     (tmp_path / "folder.jpg").mkdir()
     os.symlink(tmp_path / "nowhere.jpg", tmp_path / "dangling.jpg")
+    for kind in ("iCCP", "zTXt", "iTXt"):
+        (tmp_path / f"{kind}-bomb.png").write_bytes(metadata_bomb(kind))
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it to read would wait for a writer forever
+    os.symlink("/dev/zero", tmp_path / "zeros.png")  # endless
     return {
         "missing.jpg": "no such file", "empty.jpg": "empty file", "notes.jpg": "not an image",
         "truncated.jpg": "truncated or corrupt", "truncated.png": "truncated or corrupt",
         "bomb.png": "decompression bomb", "folder.jpg": "is a folder", "dangling.jpg": "broken symbolic link",
+        "iCCP-bomb.png": "refused: its metadata cannot be read safely",
+        "zTXt-bomb.png": "refused: its metadata cannot be read safely",
+        "iTXt-bomb.png": "refused: its metadata cannot be read safely",
+        "pipe.jpg": "not a regular file", "zeros.png": "not a regular file",
     }
 
 
 def test_every_bad_file_fails_with_one_line_naming_it(tmp_path):
     for name, problem in bad_files(tmp_path).items():
-        with pytest.raises(ImageError) as caught:
-            images.load(tmp_path / name, 64)
-        message = str(caught.value)
-        assert message.startswith(str(tmp_path / name) + ": "), message
-        assert problem in message, message
-        assert "\n" not in message
+        for size in (None, 64):
+            with pytest.raises(ImageError) as caught:
+                images.load(tmp_path / name, size)
+            message = str(caught.value)
+            assert message.startswith(str(tmp_path / name) + ": "), message
+            assert problem in message, message
+            assert "\n" not in message
 
 
 # --- folders, padding and saving -----------------------------------------------------------------
 
 def test_list_images_is_recursive_sorted_and_safe(tmp_path):
-    for name in ["b.jpg", "a.PNG", "sub/c.webp", "sub/deeper/d.tiff", "notes.txt", ".hidden.jpg", ".cache/e.jpg"]:
+    names = ["b.jpg", "a.PNG", "sub/c.webp", "sub/deeper/d.tiff", "notes.txt", ".hidden.jpg", ".cache/e.jpg"]
+    for name in names:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     os.symlink(tmp_path, tmp_path / "sub" / "loop")  # a link back up must not loop forever

@@ -19,15 +19,17 @@ TINY = {
         "EMBEDDING_CACHE": str(out / "cache"), "OUT_DIR": str(out / "run"),
     },
     "notebooks/color_spaces.ipynb": lambda out: {"IMAGE_SIZE": 48, "OUT_FILE": str(out / "color_spaces.png")},
-    "gan/train.ipynb": lambda out: {"IMAGE_SIZE": 32, "DEPTH": 3, "FILTERS": 4, "D_FILTERS": 4, "BATCH_SIZE": 4,
-                                    "STEPS_PER_EPOCH": 2, "EPOCHS": 2, "WARMUP_EPOCHS": 1, "WORKERS": 1, "OUT_DIR": str(out)},
+    "gan/train.ipynb": lambda out: {"IMAGE_SIZE": 32, "DEPTH": 3, "FILTERS": 4, "D_FILTERS": 4,
+                                    "BATCH_SIZE": 4, "STEPS_PER_EPOCH": 2, "EPOCHS": 2, "WARMUP_EPOCHS": 1,
+                                    "WORKERS": 1, "OUT_DIR": str(out)},
 }
 SOURCES = [source.relative_to(ROOT) for source in notebooks.sources()]
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=str)
 def test_notebook_matches_its_source(source):
-    assert not notebooks.stale(ROOT / source), f"run `python -m colorlab.notebooks` to regenerate {source.with_suffix('.ipynb')}"
+    assert not notebooks.stale(ROOT / source), \
+        f"run `python -m colorlab.notebooks` to regenerate {source.with_suffix('.ipynb')}"
 
 
 def test_a_stale_notebook_is_detected(tmp_path):
@@ -61,7 +63,8 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
         assert sorted(p.name for p in (out / "grids").iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
     if notebook == "full/train.ipynb":
         metrics = json.loads((out / "run" / "metrics.json").read_text())
-        assert metrics["epochs"] == 1 and metrics["classifier"] == "mobilenet_v3_small"  # papermill's parameters
+        # papermill's parameters
+        assert metrics["epochs"] == 1 and metrics["classifier"] == "mobilenet_v3_small"
     if notebook == "gan/train.ipynb":
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["epochs"] == 2 and metrics["multiple"] == 8 and (out / "model.keras").exists()

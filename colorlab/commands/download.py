@@ -8,12 +8,18 @@
    later run; a server that cannot resume starts the file again;
 3. checks the MD5 checksum of the whole archive, when one is given;
 4. unpacks it into a temporary folder beside ``dest``, refusing any member that would land outside
-   it (absolute paths, ``..``, links out, device files), writes the marker file last, and renames
-   the folder to ``dest`` in one step.
+   it (absolute paths, ``..``, links out, device files), and anything that would unpack to more than
+   the disk's free space, more than the archive declares (gzip's size trailer) or more than
+   ``MAX_RATIO`` times its own size (a decompression bomb); writes the list of the files it unpacked
+   (``MANIFEST``) and then the marker file, and renames the folder to ``dest`` in one step.
 
 So ``dest`` either does not exist or is complete. A corrupt archive or a wrong checksum deletes the
 download, so the next run starts afresh; a failure of the network keeps it, so the next run resumes.
 ``file://`` URLs work too, for an archive copied by hand.
+
+``DEST`` must be a folder of its own (not ``.``, ``data``, the repository, the home folder or a root:
+see ``files.check_destination``). ``OVERWRITE`` replaces only a ``DEST`` that holds a complete download
+of this script and nothing else: a folder with any file the download did not write is never replaced.
 """
 
 import contextlib
@@ -22,6 +28,8 @@ import gzip
 import hashlib
 import http.client
 import json
+import lzma
+import bz2
 import os
 import shutil
 import socket
@@ -36,10 +44,16 @@ import zlib
 from pathlib import Path
 
 from colorlab import UserError, files
+from colorlab.commands import write_text
 
 MARKER = ".download-complete.json"  # written last inside a complete download
+MANIFEST = ".download-files.txt"  # the files unpacked, one JSON string a line; written just before the marker
 CHUNK = 1 << 20  # bytes per read
 RETRY_WAIT = 2.0  # seconds before the first retry; doubled each time
+MAX_RATIO = 100  # unpacked bytes per archive byte, at most: photos barely compress, a bomb 1000-fold
+MIN_LIMIT = 1 << 20  # a tiny archive may unpack to this much whatever its ratio (tar pads to 10 KiB)
+MAX_MARKER_BYTES = 64 * 1024
+MAX_MANIFEST_BYTES = 64 << 20  # about a million file names
 
 
 def fetch(url, dest, md5=None, keep_archive=False, overwrite=False, retries=3, timeout=60.0, progress=None):
@@ -50,28 +64,29 @@ def fetch(url, dest, md5=None, keep_archive=False, overwrite=False, retries=3, t
     dropped connection. ``timeout``: seconds without data before a connection counts as dropped.
     ``progress``: show progress bars (default: when writing to a terminal).
     """
-    if not isinstance(url, str) or urllib.parse.urlparse(url).scheme.lower() not in ("http", "https", "ftp", "file"):
-        raise UserError(f"--URL must be a web address (https://...) or a file:///path/to/archive, got {url!r}")
-    dest = Path(dest)
+    schemes = ("http", "https", "ftp", "file")
+    if not isinstance(url, str) or urllib.parse.urlparse(url).scheme.lower() not in schemes:
+        raise UserError(f"--URL must be a web address (https://...) or a file:///path/to/archive, "
+                        f"got {url!r}")
     if md5 is not None:
         md5 = str(md5).strip().lower()
         if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):
             raise UserError(f"--MD5 must be 32 hexadecimal digits (or None to skip the check), got {md5!r}")
-    if dest.exists() and not dest.is_dir():
+    dest = files.check_destination(dest, "DEST")  # not ".", data/, the repository, home, a root
+    if (dest.exists() or dest.is_symlink()) and not dest.is_dir():
         raise UserError(f"{dest}: DEST is a file, not a folder")
     marker = read_marker(dest)
     if marker is not None and marker.get("url") == url and not overwrite:
         print(f"{dest} already holds {url}, complete: nothing to do ({describe(dest)})")
         return dest
-    if dest.exists() and not overwrite:
-        what = f"a download of {marker.get('url')}" if marker else f"files that are not a complete download (no {MARKER})"
-        raise UserError(f"{dest} already holds {what}: pass --OVERWRITE=True to replace it, or another --DEST")
+    check_replaceable(dest, url, overwrite)  # before any download
 
     downloads = dest.parent / ".downloads"
     try:
         downloads.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"{downloads}: cannot create the download folder ({error.strerror or error})") from None
+        raise UserError(f"{downloads}: cannot create the download folder "
+                        f"({error.strerror or error})") from None
     name = Path(urllib.parse.urlparse(url).path).name or "download"
     with _lock(downloads / f"{name}.lock", url):
         _remove_leftovers(dest)
@@ -80,7 +95,8 @@ def fetch(url, dest, md5=None, keep_archive=False, overwrite=False, retries=3, t
             unpack(archive, dest, info={"url": url}, progress=progress)
         except BadArchive as error:
             archive.unlink(missing_ok=True)  # corrupt or unsafe: the next run downloads it afresh
-            raise BadArchive(f"{error}; the download was deleted: run again to download it afresh") from None
+            advice = "run again to download it afresh" if error.retry else "check --URL"
+            raise BadArchive(f"{error}; the download was deleted: {advice}", error.retry) from None
         if not keep_archive:
             archive.unlink(missing_ok=True)
     print(f"{dest}: {describe(dest)}")
@@ -115,8 +131,9 @@ def download(url, archive, md5=None, retries=3, timeout=60.0, progress=None):
             part.unlink()
             _meta(part).unlink(missing_ok=True)
             raise UserError(
-                f"{url}: the download has MD5 {actual}, not the expected {md5} (the MD5 setting): it was deleted. "
-                f"Run again to retry; if the server's file has changed, pass the new --MD5=..., or --MD5=None to skip the check"
+                f"{url}: the download has MD5 {actual}, not the expected {md5} (the MD5 setting): it was "
+                f"deleted. Run again to retry; if the server's file has changed, pass the new --MD5=..., or "
+                f"--MD5=None to skip the check"
             )
     os.replace(part, archive)
     _meta(part).unlink(missing_ok=True)
@@ -126,47 +143,67 @@ def download(url, archive, md5=None, retries=3, timeout=60.0, progress=None):
 def unpack(archive, dest, info=None, progress=None):
     """Unpack the tar archive ``archive`` (gzip, bzip2, xz or none) into the new folder ``dest``.
 
-    If every member lies in one top-level folder, that folder's content becomes ``dest``. The marker
-    file (``info`` plus what was unpacked) is written last, then the folder is renamed into place, so
-    ``dest`` appears complete or not at all. A ``dest`` that exists is replaced only after that.
-    Returns the number of files unpacked.
+    If every member lies in one top-level folder, that folder's content becomes ``dest``. The manifest
+    (every file unpacked) and then the marker file (``info`` plus what was unpacked) are written last,
+    then the folder is renamed into place, so ``dest`` appears complete or not at all. A ``dest`` that
+    exists is replaced only after that, and only if :func:`check_replaceable` allows it.
+
+    What is unpacked is bounded, before any member is written and as the bytes come: by the free space
+    of ``dest``'s disk, by what a .tgz's gzip trailer declares, and by ``MAX_RATIO`` times the archive's
+    size. Returns the number of files unpacked.
     """
     from tqdm import tqdm
 
     archive, dest = Path(archive), Path(dest)
+    compressed = archive.stat().st_size
+    limits = _limits(archive, compressed, dest.parent)
     work = dest.with_name(f".{dest.name}.unpacking-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     count = 0
     try:
         with open(archive, "rb") as raw, tqdm(
-            total=archive.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc="unpacking",
+            total=compressed, unit="B", unit_scale=True, unit_divisor=1024, desc="unpacking",
             disable=_quiet(progress), file=sys.stderr, dynamic_ncols=True,
         ) as bar:
-            with tarfile.open(fileobj=_Progress(raw, bar), mode="r|*") as tar:
+            stream = _Bounded(_decompressed(archive, _Progress(raw, bar)), archive, limits)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                total = 0
                 for member in tar:
                     _check_member(archive, member)
+                    total += member.size
+                    _check_size(archive, total, limits, "its members declare")  # before writing the member
                     try:
                         tar.extract(member, work, **_SAFE)
                     except _FilterError as error:
-                        raise BadArchive(f"{archive}: refused, unsafe archive member ({error})") from None
+                        raise BadArchive(f"{archive}: refused, unsafe archive member ({error})",
+                                         retry=False) from None
                     count += member.isfile()
         entries = list(work.iterdir())
-        content = entries[0] if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink() else work
+        alone = len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink()
+        content = entries[0] if alone else work
+        unpacked = [e for e in _entries(content) if e not in (MARKER, MANIFEST)]
+        write_text(content / MANIFEST, "".join(json.dumps(e) + "\n" for e in unpacked))
         files.write_json(content / MARKER, {
-            **(info or {}), "archive": archive.name, "bytes": archive.stat().st_size, "md5": file_md5(archive),
-            "files": count, "unpacked": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **(info or {}), "archive": archive.name, "bytes": compressed, "md5": file_md5(archive),
+            "files": count, "manifest": MANIFEST,
+            "unpacked": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         })
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         if dest.exists():
+            check_replaceable(dest, (info or {}).get("url"), overwrite=True)  # again: files may have come
             os.replace(dest, old)
         os.replace(content, dest)
     except (tarfile.ReadError, tarfile.CompressionError, tarfile.HeaderError, EOFError, zlib.error,
-            gzip.BadGzipFile) as error:
+            gzip.BadGzipFile, lzma.LZMAError, _Corrupt) as error:
         if zipfile.is_zipfile(archive):
-            raise BadArchive(f"{archive}: a zip archive; this script unpacks tar archives (.tgz, .tar.gz, .tar.bz2, "
-                             f".tar.xz, .tar): unpack it yourself and give its folder to the stage") from None
-        raise BadArchive(f"{archive}: the archive is corrupt or truncated ({error or type(error).__name__})") from None
+            raise BadArchive(f"{archive}: a zip archive; this script unpacks tar archives (.tgz, .tar.gz, "
+                             f".tar.bz2, .tar.xz, .tar): unpack it yourself and give its folder to the stage",
+                             retry=False) from None
+        reason = error or type(error).__name__
+        raise BadArchive(f"{archive}: the archive is corrupt or truncated ({reason})") from None
+    except files.WriteError:
+        raise
     except OSError as error:
         raise UserError(f"{dest}: cannot unpack {archive.name} ({error.strerror or error})") from None
     finally:
@@ -175,13 +212,141 @@ def unpack(archive, dest, info=None, progress=None):
     return count
 
 
+def _limits(archive, compressed, folder):
+    """The bounds on what ``archive`` may unpack to, in bytes: ``{"ratio": ..., "declared": ... or None,
+    "free": ...}``; refuses at once an archive that declares more than the disk holds."""
+    kind = _compression(archive)
+    ratio = max(compressed * MAX_RATIO, MIN_LIMIT) if kind != "tar" else compressed
+    declared = None
+    if kind == "gz" and compressed >= 18:
+        with open(archive, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            size = int.from_bytes(f.read(4), "little")  # ISIZE: the unpacked size, modulo 2**32
+        if size <= ratio:
+            declared = size + ((ratio - size) >> 32 << 32)  # the largest this trailer allows under the ratio
+    limits = {"ratio": ratio, "declared": declared, "free": shutil.disk_usage(folder).free,
+              "compressed": compressed, "folder": folder}
+    if kind == "tar" or (declared is not None and declared < 1 << 32):  # the exact size is known
+        _check_size(archive, declared or compressed, {**limits, "ratio": None, "declared": None},
+                    "its gzip trailer declares" if declared else "it unpacks to about")
+    return limits
+
+
+def _check_size(archive, size, limits, what):
+    """Refuse, in one line, an unpacked ``size`` above any of ``limits`` (``what``: where it comes from)."""
+    if limits["ratio"] is not None and size > limits["ratio"]:
+        raise BadArchive(f"{archive}: refused: {what} at least {_mib(size)}, more than {MAX_RATIO} times its "
+                         f"own {_mib(limits['compressed'])}: a decompression bomb, not a dataset of photos",
+                         retry=False)
+    if limits["declared"] is not None and size > limits["declared"]:
+        raise BadArchive(f"{archive}: refused: {what} at least {_mib(size)}, more than the "
+                         f"{_mib(limits['declared'])} its gzip trailer declares", retry=False)
+    if size > limits["free"]:
+        raise UserError(f"{archive}: not enough disk space to unpack it: {what} {_mib(size)}, "
+                        f"{_mib(limits['free'])} is free in {limits['folder']}; free some, or set --DEST to "
+                        f"another disk")
+
+
+def _compression(archive):
+    with open(archive, "rb") as f:
+        magic = f.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        return "gz"
+    if magic[:3] == b"BZh":
+        return "bz2"
+    if magic == b"\xfd7zXZ\x00":
+        return "xz"
+    return "tar"
+
+
+def _decompressed(archive, raw):
+    kind = _compression(archive)
+    if kind == "gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if kind == "bz2":
+        return bz2.BZ2File(raw, mode="rb")
+    if kind == "xz":
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw
+
+
+class _Corrupt(Exception):
+    """The compressed stream cannot be read."""
+
+
+class _Bounded:
+    """A read-only stream that counts the unpacked bytes read through it and refuses more than ``limits``."""
+
+    def __init__(self, stream, archive, limits):
+        self.stream, self.archive, self.limits, self.count = stream, archive, limits, 0
+
+    def read(self, size=-1):
+        try:
+            data = self.stream.read(size if size is not None and size >= 0 else CHUNK)
+        except (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as error:
+            raise _Corrupt(str(error) or type(error).__name__) from None
+        except OSError as error:  # bz2 says "Invalid data stream" with an OSError
+            if error.errno is not None:
+                raise
+            raise _Corrupt(str(error) or type(error).__name__) from None
+        self.count += len(data)
+        _check_size(self.archive, self.count, self.limits, "it unpacks to")
+        return data
+
+
+def check_replaceable(dest, url, overwrite=False):
+    """Refuse, in one line, to put a download into ``dest`` if that would replace anything but an earlier
+    complete download of this script (its marker, its manifest and the files the manifest lists), or if it
+    would replace such a download without ``overwrite``. An empty or missing folder is always fine."""
+    dest = Path(dest)
+    entries = _entries(dest) if dest.is_dir() else []
+    if not entries:
+        return
+    marker = read_marker(dest)
+    listed = read_manifest(dest) if marker is not None else None
+    foreign = [e for e in entries if e not in (MARKER, MANIFEST) and (listed is None or e not in listed)]
+    if foreign:
+        if marker is None:
+            what = "files that are not a complete download of this script"
+        elif listed is None:
+            what = f"a download without its list of files ({MANIFEST}), so files it may not have written"
+        else:
+            what = f"files that the download of {_brief(marker.get('url'))} did not write"
+        names = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UserError(f"{dest} holds {what} ({names}): nothing was replaced; move them out of it, or set "
+                        f"--DEST to a new folder")
+    if not overwrite:
+        raise UserError(f"{dest} already holds a download of {_brief(marker.get('url'))}, not of {url}: pass "
+                        f"--OVERWRITE=True to replace it, or another --DEST")
+
+
 def read_marker(dest):
-    """What the marker file of a complete download says, or None if ``dest`` has none (or a broken one)."""
+    """What the marker file of a complete download says, or None if ``dest`` has none, or a broken, huge,
+    linked or otherwise hostile one (read defensively: a regular file of at most 64 KiB)."""
+    path = Path(dest) / MARKER
+    if path.is_symlink():
+        return None
     try:
-        marker = json.loads((Path(dest) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        marker = files.read_json(path, limit=MAX_MARKER_BYTES)
+    except UserError:
         return None
     return marker if isinstance(marker, dict) else None
+
+
+def read_manifest(dest):
+    """The set of files (relative paths with /) that the download in ``dest`` unpacked, from its manifest;
+    None if there is none, or it is not a regular file of at most MAX_MANIFEST_BYTES of JSON strings."""
+    path = Path(dest) / MANIFEST
+    try:
+        info = os.lstat(path)
+        if not (os.path.isfile(path) and not os.path.islink(path)) or info.st_size > MAX_MANIFEST_BYTES:
+            return None
+        with open(path, "rb") as f:
+            lines = f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8").splitlines()
+        names = {json.loads(line) for line in lines if line.strip()}
+    except (OSError, ValueError, TypeError, RecursionError):  # TypeError: a line that is a list, not a name
+        return None
+    return names if all(isinstance(n, str) for n in names) else None
 
 
 def describe(dest):
@@ -207,7 +372,12 @@ def file_md5(path):
 
 
 class BadArchive(UserError):
-    """An archive that is corrupt, truncated, or holds members that would land outside its folder."""
+    """An archive that is corrupt, truncated, too large to unpack, or holds members that would land outside
+    its folder. ``retry``: whether downloading it again may help (a corrupt download) or not (unsafe)."""
+
+    def __init__(self, message, retry=True):
+        super().__init__(message)
+        self.retry = retry
 
 
 class _Dropped(Exception):
@@ -224,7 +394,8 @@ def _check_member(archive, member):
     name = member.name.replace("\\", "/")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
-        raise BadArchive(f"{archive}: refused, member {member.name!r} would be written outside the destination")
+        raise BadArchive(f"{archive}: refused, member {member.name!r} would be written outside the "
+                         f"destination", retry=False)
     if member.issym() or member.islnk():
         target = member.linkname.replace("\\", "/")
         base = parts[:-1] if member.issym() else []
@@ -232,18 +403,21 @@ def _check_member(archive, member):
         for p in base + target.split("/"):
             if p == "..":
                 if not resolved:
-                    raise BadArchive(f"{archive}: refused, link {member.name!r} points outside the destination")
+                    raise BadArchive(f"{archive}: refused, link {member.name!r} points outside the "
+                                     f"destination", retry=False)
                 resolved.pop()
             elif p not in ("", "."):
                 resolved.append(p)
         if target.startswith("/"):
-            raise BadArchive(f"{archive}: refused, link {member.name!r} points outside the destination")
+            raise BadArchive(f"{archive}: refused, link {member.name!r} points outside the destination",
+                             retry=False)
     if member.ischr() or member.isblk() or member.isfifo():
-        raise BadArchive(f"{archive}: refused, member {member.name!r} is a device or pipe, not a file")
+        raise BadArchive(f"{archive}: refused, member {member.name!r} is a device or pipe, not a file",
+                         retry=False)
 
 
 def _download_once(url, part, timeout, progress):
-    """One connection: resume ``part`` if the server allows, else (re)start it. Raises _Dropped or UserError."""
+    """One connection: resume ``part`` if the server allows, else restart it; raises _Dropped or UserError."""
     from tqdm import tqdm
 
     offset = part.stat().st_size if part.exists() else 0
@@ -262,11 +436,13 @@ def _download_once(url, part, timeout, progress):
             part.unlink()
             raise _Dropped(f"{url}: the server cannot resume from byte {offset}; starting again") from None
         raise UserError(
-            f"cannot download {url}: the server answered {error.code} {error.reason}; if the dataset has moved, "
-            f"set --URL to its new address"
+            f"cannot download {url}: the server answered {error.code} {error.reason}; if the dataset has "
+            f"moved, set --URL to its new address"
         ) from None
     except urllib.error.URLError as error:
-        reason = error.reason.strerror if isinstance(error.reason, OSError) and error.reason.strerror else error.reason
+        reason = error.reason
+        if isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror
         raise UserError(
             f"cannot download {url}: {reason}. Are you offline? Set --URL to another copy (a mirror, or "
             f"file:///path/to/the/archive) to use it instead"
@@ -307,6 +483,22 @@ def _download_once(url, part, timeout, progress):
             raise UserError(f"{part}: cannot write the download ({error.strerror or error})") from None
     if total is not None and received != total:
         raise _Dropped(f"{url}: the connection dropped after {_mib(received)} of {_mib(total)}")
+
+
+def _entries(folder):
+    """Every file (and link, and other non-folder) under ``folder``, as a sorted relative path with /;
+    links to folders are listed, never followed."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        base = Path(root).relative_to(folder)
+        found += [(base / n).as_posix() for n in names]
+        found += [(base / d).as_posix() for d in dirs if (Path(root) / d).is_symlink()]
+    return sorted(found)
+
+
+def _brief(value):
+    text = str(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _meta(part):
@@ -361,7 +553,8 @@ def _lock(path, url):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise UserError(f"another run is already downloading {url} (lock {path}); wait for it to finish") from None
+            raise UserError(f"another run is already downloading {url} (lock {path}); wait for it to "
+                            f"finish") from None
         try:
             yield
         finally:
@@ -385,4 +578,6 @@ def _quiet(progress):
 
 
 def _mib(count):
-    return "?" if count is None else f"{count / 2**20:.1f} MiB"
+    if count is None:
+        return "?"
+    return f"{count / 2**20:.1f} MiB" if count >= 1 << 20 else f"{count / 1024:.1f} KiB"
