@@ -80,8 +80,7 @@ def fit_gamut(l, ab, steps=10, tolerance=1e-6):
     """Scale each pixel's ab towards 0 (same hue, less chroma) until (l, ab) is an sRGB color: clipping RGB
     would change the lightness of, say, saturated blue predicted on a near-white sky (bisection on the
     pixels out of gamut)."""
-    l = np.asarray(l, dtype=np.float32)
-    ab = np.array(ab, dtype=np.float32)
+    l, ab = np.asarray(l, dtype=np.float32), np.array(ab, dtype=np.float32)  # ab: a copy, changed below
     flat_l, flat_ab = l.reshape(-1), ab.reshape(-1, 2)
     out = ~_in_gamut(flat_l, flat_ab, tolerance)
     if not out.any():

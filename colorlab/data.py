@@ -78,8 +78,7 @@ class Photos(keras.utils.PyDataset):
         for i, path in enumerate(self.paths):
             if len(rgbs) == count:
                 break
-            rgb = self._load(i, self.image_size)
-            if rgb is not None:
+            if (rgb := self._load(i, self.image_size)) is not None:
                 names.append(Path(path).name)
                 rgbs.append(rgb.astype(np.float32) / 255.0)
         return names, rgbs
@@ -97,8 +96,7 @@ class Photos(keras.utils.PyDataset):
             if len(self.skipped) >= len(self.paths):
                 raise UserError(f"none of the {len(self.paths)} photos can be read (see the reasons above)")
             i = int(rng.integers(len(self.paths)))
-        top = rng.integers(rgb.shape[0] - self.image_size + 1)
-        left = rng.integers(rgb.shape[1] - self.image_size + 1)
+        top, left = (rng.integers(side - self.image_size + 1) for side in rgb.shape[:2])
         crop = rgb[top : top + self.image_size, left : left + self.image_size]
         return (crop[:, ::-1] if rng.random() < 0.5 else crop), i
 

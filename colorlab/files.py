@@ -42,8 +42,7 @@ def atomic_path(path):
         descriptor, name = tempfile.mkstemp(suffix=suffix, prefix=prefix, dir=path.parent)
     except OSError as error:
         raise _write_error(path, error) if error.errno in _CANNOT_WRITE else error from None
-    umask = os.umask(0o022)  # the umask can only be read by setting it: set it back at once
-    os.umask(umask)
+    os.umask(umask := os.umask(0o022))  # the umask can only be read by setting it: set it back at once
     os.fchmod(descriptor, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the user's group
     os.close(descriptor)
     tmp = Path(name)

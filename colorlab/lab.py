@@ -26,8 +26,7 @@ def rgb_to_l_ab(rgb):
 
 def l_ab_to_rgb(l, ab):
     """Join l (..., 1) and ab (..., 2) back into RGB in [0, 1]; colours out of the sRGB gamut are clipped."""
-    l = np.asarray(l, dtype=np.float32)
-    ab = np.asarray(ab, dtype=np.float32)
+    l, ab = np.asarray(l, dtype=np.float32), np.asarray(ab, dtype=np.float32)
     if l.shape[-1:] != (1,) or ab.shape[-1:] != (2,) or l.shape[:-1] != ab.shape[:-1]:
         raise ValueError(f"expected l (..., 1) and ab (..., 2) of one size, got {l.shape} and {ab.shape}")
     lab = np.concatenate([l * L_SCALE, ab * AB_SCALE], axis=-1)
@@ -54,8 +53,7 @@ def rgb_to_y_uv(rgb):
 
 def y_uv_to_rgb(y, uv):
     """Join y (..., 1) and uv (..., 2), scaled as above, back into RGB in [0, 1] (clipped to it)."""
-    y = np.asarray(y, dtype=np.float32)
-    uv = np.asarray(uv, dtype=np.float32)
+    y, uv = np.asarray(y, dtype=np.float32), np.asarray(uv, dtype=np.float32)
     if y.shape[-1:] != (1,) or uv.shape[-1:] != (2,) or y.shape[:-1] != uv.shape[:-1]:
         raise ValueError(f"expected y (..., 1) and uv (..., 2) of one size, got {y.shape} and {uv.shape}")
     yuv = np.concatenate([y, uv * np.array([U_SCALE, V_SCALE], dtype=np.float32)], axis=-1)

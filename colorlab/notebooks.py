@@ -25,7 +25,9 @@ def sources(root=REPO_ROOT):
 def build(source):
     """The notebook generated from ``source``, without outputs."""
     notebook = jupytext.read(source, fmt="py:percent")
-    notebook.metadata = {"kernelspec": KERNELSPEC, "jupytext": {"formats": "ipynb,py:percent"}}
+    # Not paired with its source in Jupyter (no "jupytext" formats): JupyterLab's jupytext extension would
+    # refuse to open a paired notebook that is newer than its .py, as a fresh clone can leave them.
+    notebook.metadata = {"kernelspec": KERNELSPEC}
     return notebook
 
 

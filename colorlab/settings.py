@@ -34,8 +34,9 @@ RULES = {  # the checks every stage shares: name -> (test, what a good value is)
 
 
 def in_notebook():
-    """True inside a Jupyter kernel (including papermill runs)."""
-    return "ipykernel" in sys.modules
+    """True inside a Jupyter kernel (papermill's too), not merely where ipykernel was imported."""
+    ipython = sys.modules.get("IPython")
+    return type(ipython.get_ipython() if ipython else None).__name__ == "ZMQInteractiveShell"
 
 
 def flag(name, value):

@@ -23,15 +23,15 @@ class ResultGrid(keras.callbacks.Callback):
     def __init__(self, folder, names, rgbs, model=None, multiple=8, color_space="lab"):
         super().__init__()
         self.folder, self.names, self.rgbs = Path(folder), list(names), list(rgbs)
+        self.greys = [lab.grey_rgb(rgb) for rgb in self.rgbs]  # once, not every epoch
         self.colorizer, self.multiple, self.color_space = model, multiple, color_space
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
         colored = coloring.colorize(self.colorizer or self.model, self.rgbs, multiple=self.multiple,
                                     color_space=self.color_space)
-        greys = [lab.grey_rgb(rgb) for rgb in self.rgbs]
-        plots.save_grid(self.folder / f"epoch-{epoch + 1:04d}.png", greys, colored, self.rgbs, self.names,
-                        show=False)
+        plots.save_grid(self.folder / f"epoch-{epoch + 1:04d}.png", self.greys, colored, self.rgbs,
+                        self.names, show=False)
 
 
 class PrintEvery(keras.callbacks.Callback):

@@ -44,7 +44,7 @@
 # networks, two losses and two optimizers, as in the GAN examples of keras.io. It takes its gradients
 # with TensorFlow's `GradientTape`, so this stage runs on TensorFlow, Keras's default backend.
 #
-# Run it from the repository root with `python gan/train.py` (about 3 minutes on a 2-core laptop CPU,
+# Run it from the repository root with `python gan/train.py` (about 5 minutes on a 2-core laptop CPU,
 # with the 7 sample photos), or `python gan/train.py --help` to list the settings. `gan/README.md`
 # gives the settings for a real dataset on a GPU. In Jupyter, open `gan/train.ipynb`: it is generated
 # from this file.
@@ -132,7 +132,7 @@ keras.config.set_dtype_policy("mixed_bfloat16" if MIXED_PRECISION else "float32"
 # Their **colourfulness**, the mean length of each pixel's colour vector `ab`, is how colourful real
 # photos are: the number a brown-and-grey colouriser falls far short of. In this scaling a grey pixel
 # has 0, pure yellow 0.76, pure red 0.82, pure green 0.94 and pure blue 1.05 (the most colourful sRGB
-# colour); the sample photos, at 128 pixels, average 0.09 (`china.jpg`) to 0.34 (`coffee.jpg`).
+# colour); the sample photos average 0.09 (`china.jpg`) to 0.34 (`coffee.jpg`).
 
 # %%
 train, validation = data.from_folder(
@@ -225,15 +225,20 @@ generator.summary()
 #
 # `colorfulness` is a Keras metric (any function of the truth and the prediction is one): Keras
 # reports it on the training batches and, as `val_colorfulness`, on the validation photos after each
-# epoch. Watch it stay far below the real photos' value while the L1 loss falls: the hedge, measured.
+# epoch. Watch it stay far below the real photos' value while the training L1 loss falls: the hedge,
+# measured.
 #
-# The callbacks are beta's: a backup after each epoch in `OUT_DIR/backup/warmup` (for `RESUME`), the
-# epochs' numbers in `OUT_DIR/warmup.csv`, TensorBoard logs, a stop on NaN, and the validation photos
-# coloured after each epoch in `OUT_DIR/grids/`. At the end of the warm-up the generator is saved as
-# `OUT_DIR/warmup.keras`, to compare with the final one. What we save is `colorizer`, a second
-# `keras.Model` over the generator's own layers (so always with its current weights) that is never
-# compiled: a compiled model's file records its `compile` settings, and whoever loads it would need
-# this file's `colorfulness` function to rebuild them.
+# The callbacks are beta's: the epochs' numbers in `OUT_DIR/warmup.csv`, a stop on NaN, TensorBoard
+# logs, the validation photos coloured after each epoch in `OUT_DIR/grids/`, and a backup after each
+# epoch in `OUT_DIR/backup/warmup` (for `RESUME`). Keras calls them in this order, so the backup comes
+# last: a run interrupted between two of them repeats that epoch, logs it again (`training.history`
+# keeps the last) and redraws it, but never resumes after an epoch that it did not log or draw.
+#
+# At the end of the warm-up the generator is saved as `OUT_DIR/warmup.keras`, to compare with the
+# final one. What we save is `colorizer`, a second `keras.Model` over the generator's own layers (so
+# always with its current weights) that is never compiled: a compiled model's file records its
+# `compile` settings, and whoever loads it would need this file's `colorfulness` function to rebuild
+# them.
 
 # %%
 def colorfulness(ab_true, ab_pred):
@@ -249,12 +254,12 @@ names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter
 start = time.perf_counter()
 with training.stops(out_dir / "backup" / "warmup"):  # Ctrl-C or NaN: one line that says what is saved
     generator.fit(train, validation_data=validation, epochs=WARMUP_EPOCHS, callbacks=[
-        keras.callbacks.BackupAndRestore(out_dir / "backup" / "warmup", double_checkpoint=True,
-                                         delete_checkpoint=False),
         keras.callbacks.CSVLogger(out_dir / "warmup.csv", append=True),
         keras.callbacks.TerminateOnNaN(raise_error=True),
-        training.tensorboard(out_dir / "logs"),
+        keras.callbacks.TensorBoard(out_dir / "logs"),  # `tensorboard --logdir OUT_DIR/logs`
         training.ResultGrid(out_dir / "grids", names, rgbs, multiple=MULTIPLE, color_space=COLOR_SPACE),
+        keras.callbacks.BackupAndRestore(out_dir / "backup" / "warmup", double_checkpoint=True,
+                                         delete_checkpoint=False),  # last: an epoch saved is logged and drawn
     ])
 training.save_model(colorizer, out_dir / "warmup.keras")  # the L1 colouriser, for the comparison at the end
 warmup = training.history(out_dir / "warmup.csv")  # every warm-up epoch, those of an interrupted run included
@@ -459,12 +464,12 @@ model.compile(
 )
 with training.stops(out_dir / "backup" / "gan"):
     model.fit(train, validation_data=validation, initial_epoch=WARMUP_EPOCHS, epochs=EPOCHS, callbacks=[
-        keras.callbacks.BackupAndRestore(out_dir / "backup" / "gan", double_checkpoint=True,
-                                         delete_checkpoint=False),
         keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),
         keras.callbacks.TerminateOnNaN(raise_error=True),  # watches `loss`: the generator's whole loss
-        training.tensorboard(out_dir / "logs"),
+        keras.callbacks.TensorBoard(out_dir / "logs"),  # `tensorboard --logdir OUT_DIR/logs`
         training.ResultGrid(out_dir / "grids", names, rgbs, multiple=MULTIPLE, color_space=COLOR_SPACE),
+        keras.callbacks.BackupAndRestore(out_dir / "backup" / "gan", double_checkpoint=True,
+                                         delete_checkpoint=False),
     ])
 seconds = time.perf_counter() - start
 history = training.history(out_dir / "history.csv")  # the GAN epochs, those of an interrupted run included

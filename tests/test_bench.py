@@ -15,6 +15,7 @@ def test_the_benchmark_runs_beta_and_writes_every_number(tmp_path):
     report = json.loads((out / "tensorflow.json").read_text())
     assert {"machine", "settings", "stages", "training", "colorize", "targets", "seconds", "cpu_seconds",
             "paired_ratios_per_round"} <= set(report)
+    assert set(report["cpu_seconds"]) == {"bench", "stage runs", "others_share"}
     assert report["machine"]["backend"] == "tensorflow" and report["machine"]["device"] in ("cpu", "gpu")
 
     # the model timed is the one beta/train.py saved, run as a learner runs it

@@ -47,6 +47,8 @@ def test_jupyter_lab_serves_the_lesson_notebooks(tmp_path):
             try:
                 status, body = get(f"{base}/api/contents/alpha/train.ipynb", token)
                 break
+            except urllib.error.HTTPError:  # the server answered: no retry hides what it said
+                raise
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 assert server.poll() is None and time.monotonic() < deadline, \
                     (tmp_path / "jupyter.log").read_text()
