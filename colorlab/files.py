@@ -18,8 +18,9 @@ from colorlab import UserError, settings
 MARK = ".colorlab-run.json"  # in every folder a run prepared: {"stage": "beta"}
 # What the stages and commands write into their folder: the only files OVERWRITE may delete or replace.
 OWNED = (
-    MARK, "settings.json", "metrics.json", "history.csv", "model.keras", "warmup.keras", "best.weights.h5",
-    "result.png", "loss.png", "batch.png", "colorfulness.png", "classifier_input.png", "colorized.png",
+    MARK, "settings.json", "metrics.json", "history.csv", "warmup.csv", "model.keras", "warmup.keras",
+    "best.weights.h5", "result.png", "loss.png", "batch.png", "colorfulness.png", "classifier_input.png",
+    "colorized.png",
     "grids/epoch-[0-9][0-9][0-9][0-9].png", "backup/latest.weights.h5*", "backup/training_metadata.json*",
     "backup/*/latest.weights.h5*", "backup/*/training_metadata.json*", "metrics.csv", "summary.json",
     "logs/train/events.out.tfevents.*", "logs/validation/events.out.tfevents.*",

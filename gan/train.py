@@ -338,8 +338,9 @@ print(f"each score sees a {patch}x{patch}-pixel patch; a {IMAGE_SIZE}-pixel crop
 # the score is large.
 #
 # - The **discriminator's loss** asks for 1 on every patch of a real colouring and 0 on every patch of
-#   a generated one. pix2pix halves it, so that the discriminator learns a little slower than the
-#   generator.
+#   a generated one. pix2pix halves it, "which slows down the rate at which D learns relative to G"
+#   (with plain gradient descent; Adam scales its steps to the gradients' size, so here halving changes
+#   only the number you read).
 # - The **generator's loss** has two parts. The **adversarial** part asks the discriminator to say 1
 #   on the *generated* colouring: the generator gains when it fools the discriminator. The **L1**
 #   part, the mean absolute difference from the true colours, times `LAMBDA`, keeps the colouring
