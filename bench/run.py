@@ -1,7 +1,7 @@
 """How fast is colorlab? Training and colouring speed, side by side, on this machine.
 
-    python bench/run.py --quick              # about a minute on a 2-core CPU: small crops, few rounds
-    python bench/run.py                      # the full run: 256 px crops, batch 8, 7 rounds
+    python bench/run.py --quick              # 70 s on an idle 2-core CPU: small crops, few rounds
+    python bench/run.py                      # the full run: 256 px crops, batch 8, 7 rounds (15 minutes)
     python bench/run.py --size 128 --batch 4 --json outputs/bench/cpu128.json
     python bench/run.py --backend jax        # any Keras backend; on a GPU, install its GPU build first
 
@@ -82,7 +82,7 @@ MODES = {  # the defaults of each mode; the command line overrides any of them
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small crops, few rounds: a minute on 2 cores")
+    mode.add_argument("--quick", action="store_true", help="small crops, few rounds: 70 s on 2 idle cores")
     mode.add_argument("--smoke", action="store_true", help="tiny sizes, beta only: checks that all runs")
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
                         default=os.environ.get("KERAS_BACKEND", "tensorflow"), help="Keras backend")
@@ -738,7 +738,7 @@ def table(report):
         for stage in ("full", "gan"):
             ratio = r.get(f"{stage}_step_vs_beta")
             if ratio:
-                lines.append(f"  {stage} step time / beta step time{'':<12}{ratio_text(ratio)}")
+                lines.append(f"  {stage + ' step time / beta step time':<43}{ratio_text(ratio)}")
     colour = report.get("colorize")
     if colour:
         (w, h), (iw, ih), p = colour["photo_size"], colour["network_input"], colour["parts_ms"]
