@@ -123,10 +123,19 @@ model.summary()
 out_dir = files.prepare_out_dir(OUT_DIR, "alpha", OVERWRITE)  # never replaces what it did not write
 model.compile(optimizer=keras.optimizers.RMSprop(LEARNING_RATE), loss="mse")
 start = time.perf_counter()
+
+
+def progress(epoch, logs):
+    """One line every EPOCHS / 10 epochs, and at the last, instead of a progress bar per epoch."""
+    if (epoch + 1) % max(1, EPOCHS // 10) == 0 or epoch + 1 == EPOCHS:
+        seconds = time.perf_counter() - start
+        print(f"epoch {epoch + 1:>5}/{EPOCHS}  loss {logs['loss']:.5f}  ({seconds:.0f} s)")
+
+
 with training.stops():  # Ctrl-C or a loss that is not a number: one line, not a traceback
     history = model.fit(x, y, batch_size=1, epochs=EPOCHS, verbose=0, callbacks=[
         keras.callbacks.TerminateOnNaN(raise_error=True),  # a loss that became NaN stops the run, as an error
-        training.PrintEvery(EPOCHS // 10, EPOCHS),  # one line every EPOCHS / 10 epochs
+        keras.callbacks.LambdaCallback(on_epoch_end=progress),  # one line every EPOCHS / 10 epochs
     ])
 seconds = time.perf_counter() - start
 

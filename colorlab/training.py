@@ -5,7 +5,6 @@ import contextlib
 import csv
 import math
 import os
-import time
 from pathlib import Path
 
 import keras
@@ -32,23 +31,6 @@ class ResultGrid(keras.callbacks.Callback):
                                     color_space=self.color_space)
         plots.save_grid(self.folder / f"epoch-{epoch + 1:04d}.png", self.greys, colored, self.rgbs,
                         self.names, show=False)
-
-
-class PrintEvery(keras.callbacks.Callback):
-    """Print one line every ``every`` epochs (and at the last), instead of one progress bar per epoch."""
-
-    def __init__(self, every, epochs):
-        super().__init__()
-        self.every, self.epochs, self.start = max(1, every), epochs, None
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
-            values = "  ".join(f"{name} {value:.5f}" for name, value in (logs or {}).items())
-            seconds = time.perf_counter() - self.start
-            print(f"epoch {epoch + 1:>5}/{self.epochs}  {values}  ({seconds:.0f} s)", flush=True)
 
 
 def saved_epochs(backup):

@@ -91,3 +91,10 @@ def test_a_nan_loss_is_a_one_line_failure_and_saves_no_model(tmp_path, monkeypat
     assert capsys.readouterr().err == ("error: the loss became NaN or infinite: training stopped; no good "
                                        "epoch was saved. A lower LEARNING_RATE usually helps\n")
     assert sorted(p.name for p in out.iterdir()) == [files.MARK]  # no model, no metrics, no picture
+
+
+def test_alpha_prints_one_line_every_tenth_of_its_epochs_and_at_the_last(monkeypatch, tmp_path, capsys):
+    run_stage(monkeypatch, "alpha/train.py", "--IMAGE_SIZE=16", "--EPOCHS=25", f"--OUT_DIR={tmp_path}/out")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == [f"{e}/25" for e in (*range(2, 25, 2), 25)]
+    assert all("loss 0." in line and line.endswith(" s)") for line in lines)

@@ -191,7 +191,7 @@ def test_saved_epochs_trusts_only_what_keras_wrote(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------
-# ResultGrid, PrintEvery, TensorBoard
+# ResultGrid, TensorBoard
 
 
 def test_result_grid_saves_one_picture_per_epoch_numbered_across_a_resume(tmp_path):
@@ -215,13 +215,6 @@ def test_result_grid_colors_with_the_model_it_is_given(tmp_path, monkeypatch):
     grid = training.ResultGrid(tmp_path, ["x"], [photo], model=generator, multiple=4, color_space="yuv")
     tiny_model().fit(Pairs(), epochs=1, verbose=0, callbacks=[grid])
     assert used == [(generator, {"multiple": 4, "color_space": "yuv"})]
-
-
-def test_print_every_prints_one_line_every_few_epochs_and_at_the_last(capsys):
-    tiny_model().fit(Pairs(), epochs=5, verbose=0, callbacks=[training.PrintEvery(2, 5)])
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[1] for line in lines] == ["2/5", "4/5", "5/5"]
-    assert all(line.startswith("epoch ") and "loss 0." in line and line.endswith(" s)") for line in lines)
 
 
 def test_what_tensorboard_writes_is_owned_so_overwrite_may_replace_it(tmp_path):
