@@ -1,7 +1,11 @@
 """The one way photos are colored, by the stages' result grids and the ``colorize`` and ``evaluate`` commands:
 the model (l (batch, h, w, 1) in [0, 1] -> ab in [-1, 1]) sees each photo with its shorter side ``size``
 (None: as it is), mirror-padded to a ``multiple``; its ab is upsampled, brought into the sRGB gamut keeping
-the lightness, and joined with the full-resolution l: only the color comes from the network."""
+the lightness, and joined with the full-resolution l: only the color comes from the network. In three steps
+(:func:`prepare`, :func:`predict_ab`, :func:`finish`), which the ``colorize`` command runs in threads."""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -9,28 +13,25 @@ from colorlab import images, lab
 
 MAX_ASPECT = 4  # the working size's longer side is at most this many times its shorter side
 MAX_BATCH_PIXELS = 4_000_000  # working-size pixels per model call: a batch of big photos is split
+COMPILED_PIXELS = 65_536  # from this many working-size pixels per call, the network runs compiled
+BAND_PIXELS = 131_072  # full-resolution pixels converted at once, on every CPU core: small temporaries
+POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="colorlab")  # its threads start when used
 
 
 def colorize(model, rgbs, size=None, multiple=8, color_space="lab"):
-    """Color each (H, W, 3) RGB photo in ``rgbs`` from its lightness alone; return the RGB results."""
-    ls, works = [], []
-    for rgb in rgbs:
-        l = by_rows(lambda part: lab.from_rgb(part, color_space)[0], rgb)  # (H, W, 1), full resolution
-        (h, w), padded = working_shape(l.shape[0], l.shape[1], size, multiple)
-        if (h, w) == l.shape[:2]:
-            small = l
-        else:  # as the stages load photos
-            small = lab.from_rgb(np.clip(images.resize(rgb, h, w, "lanczos"), 0, 1), color_space)[0]
-        ls.append(l)
-        works.append((small, padded))
-    colored = []
-    for l, ab in zip(ls, predict_ab(model, works)):
-        ab = images.resize(ab, l.shape[0], l.shape[1], "bilinear")  # (H, W, 2)
-        if color_space == "lab":
-            colored.append(by_rows(lambda l, ab: lab.l_ab_to_rgb(l, fit_gamut(l, ab)), l, ab))
-        else:  # in YUV, colors out of the RGB cube are clipped
-            colored.append(by_rows(lambda l, ab: lab.to_rgb(l, ab, color_space), l, ab))
-    return colored
+    """Color each (H, W, 3) RGB photo in ``rgbs`` (8-bit, or float in [0, 1]) from its lightness alone; return
+    the RGB results, each of its photo's size and type (float32 for a float photo)."""
+    works = [prepare(rgb, size, multiple, color_space) for rgb in rgbs]
+    return [finish(rgb, ab, color_space) for rgb, ab in zip(rgbs, predict_ab(model, works))]
+
+
+def prepare(rgb, size=None, multiple=8, color_space="lab"):
+    """What the model sees of a photo: (its l at the working size (h, w, 1), its padded shape (h8, w8))."""
+    (h, w), padded = working_shape(rgb.shape[0], rgb.shape[1], size, multiple)
+    if (h, w) != rgb.shape[:2]:  # Lanczos, as the stages load photos; a channel per core
+        channels = POOL.map(lambda c: images.resize(rgb[..., c : c + 1], h, w, "lanczos"), range(3))
+        rgb = np.clip(np.concatenate(list(channels), axis=-1) / (255 if rgb.dtype == np.uint8 else 1), 0, 1)
+    return lab.from_rgb(_float(rgb), color_space)[0], padded
 
 
 def working_shape(height, width, size=None, multiple=8):
@@ -43,10 +44,7 @@ def working_shape(height, width, size=None, multiple=8):
 
 def predict_ab(model, works, max_pixels=MAX_BATCH_PIXELS):
     """Run ``model`` on ``works``, a list of (l (h, w, 1), (h8, w8) padded shape): each ab (h, w, 2)."""
-    import keras
-
-    results = [None] * len(works)
-    groups = {}
+    results, groups = [None] * len(works), {}
     for i, (_, padded) in enumerate(works):
         groups.setdefault(padded, []).append(i)
     for (ph, pw), members in groups.items():
@@ -54,59 +52,63 @@ def predict_ab(model, works, max_pixels=MAX_BATCH_PIXELS):
         for first in range(0, len(members), step):
             chunk = members[first : first + step]
             batch = np.stack([images.pad_to_multiple(works[i][0], 1, (ph, pw)) for i in chunk])
-            ab = np.asarray(keras.ops.convert_to_numpy(model(batch, training=False)), dtype=np.float32)
+            ab = forward(model, batch)
             for k, i in enumerate(chunk):
-                h, w = works[i][0].shape[:2]
-                results[i] = ab[k, :h, :w]
+                results[i] = ab[k, : works[i][0].shape[0], : works[i][0].shape[1]]
     return results
 
 
-def by_rows(convert, *arrays, pixels=1_000_000):
-    """``convert(*arrays)`` a band of rows at a time: scikit-image's float64 temporaries then stay small."""
-    height, width = arrays[0].shape[:2]
-    rows = max(1, pixels // max(1, width))
-    if height <= rows:
-        return convert(*arrays)
-    return np.concatenate([convert(*(a[top : top + rows] for a in arrays)) for top in range(0, height, rows)])
+def forward(model, batch):
+    """The model's output for ``batch``, float32: by Keras's compiled inference step (``predict_on_batch``)
+    once the batch is big enough to repay compiling it (a second or two), else by calling the model."""
+    import keras
+
+    compiled = batch[..., 0].size >= COMPILED_PIXELS and hasattr(model, "predict_on_batch")
+    ab = model.predict_on_batch(batch) if compiled else model(batch, training=False)
+    return np.asarray(keras.ops.convert_to_numpy(ab), dtype=np.float32)
 
 
-_WHITE = np.array([0.95047, 1.0, 1.08883], np.float32)  # D65, the white point of sRGB (as scikit-image)
-_RGB_FROM_XYZ = np.array([[3.24048134, -1.53715152, -0.49853633],  # XYZ to linear sRGB (as scikit-image)
-                          [-0.96925495, 1.87599, 0.04155593],
-                          [0.05564664, -0.20404134, 1.05731107]], np.float32)
+def finish(rgb, ab, color_space="lab"):
+    """A photo's colors: its own l, at full resolution, joined with ``ab`` (h, w, 2) from the model, resized
+    (bilinear) and brought into the sRGB gamut (:func:`fit_gamut`); a band of rows at a time, on all cores."""
+    (height, width), (h, w), rows = rgb.shape[:2], ab.shape[:2], max(1, BAND_PIXELS // rgb.shape[1])
+    out = np.empty(rgb.shape, np.uint8 if rgb.dtype == np.uint8 else np.float32)
+
+    def band(top):  # Pillow's box: these rows of the whole photo's ab, exactly
+        part = slice(top, min(top + rows, height))
+        box = (0, top * h / height, w, part.stop * h / height)
+        color = images.resize(ab, part.stop - top, width, "bilinear", box)
+        if color_space == "lab":
+            linear = fit_gamut(lab.rgb_to_l(rgb[part]), color[..., 0], color[..., 1])
+            out[part] = lab.linear_to_rgb(linear, out.dtype)
+        else:  # in YUV, colors out of the RGB cube are clipped
+            result = lab.to_rgb(lab.from_rgb(_float(rgb[part]), color_space)[0], color, color_space)
+            out[part] = result if out.dtype == np.float32 else result * 255 + 0.5
+
+    list(POOL.map(band, range(0, height, rows)))
+    return out
 
 
-def fit_gamut(l, ab, steps=10, tolerance=1e-6):
-    """Scale each pixel's ab towards 0 (same hue, less chroma) until (l, ab) is an sRGB color: clipping RGB
-    would change the lightness of, say, saturated blue predicted on a near-white sky (bisection on the
-    pixels out of gamut)."""
-    l, ab = np.asarray(l, dtype=np.float32), np.array(ab, dtype=np.float32)  # ab: a copy, changed below
-    flat_l, flat_ab = l.reshape(-1), ab.reshape(-1, 2)
-    out = ~_in_gamut(flat_l, flat_ab, tolerance)
-    if not out.any():
-        return ab
-    l_out, ab_out = flat_l[out], flat_ab[out]
-    low = np.zeros(len(l_out), np.float32)  # a chroma scale that fits: 0 (grey) always does
-    step = np.float32(0.5)
-    for _ in range(steps):
-        trial = low + step
-        low = np.where(_in_gamut(l_out, ab_out * trial[:, None], tolerance), trial, low)
-        step /= 2
-    flat_ab[out] = ab_out * low[:, None]
-    return flat_ab.reshape(ab.shape)
+def fit_gamut(l, a, b, steps=10, tolerance=1e-6):
+    """The linear sRGB planes of (l, a, b) (planes, as :func:`colorlab.lab.lab_to_linear` takes), each pixel's
+    ab scaled towards 0 (same hue, less chroma) until it is an sRGB color: clipping RGB would change the
+    lightness of, say, saturated blue predicted on a near-white sky (bisection on the pixels out of gamut)."""
+    def inside(linear):  # every channel within [0, 1]
+        return np.logical_and.reduce([(c >= -tolerance) & (c <= 1 + tolerance) for c in linear])
+
+    some = (l > 0) & (l < 1)  # at black and at white no chroma fits: those pixels are grey
+    a, b = np.where(some, a, 0), np.where(some, b, 0)
+    linear = lab.lab_to_linear(l, a, b)
+    if (out := ~inside(linear) & some).any():
+        l, a, b = l[out], a[out], b[out]
+        low, step = np.zeros(len(l), np.float32), np.float32(0.5)  # a chroma scale that fits: 0 always does
+        for _ in range(steps):
+            low = np.where(inside(lab.lab_to_linear(l, a * (low + step), b * (low + step))), low + step, low)
+            step /= 2
+        for plane, fitted in zip(linear, lab.lab_to_linear(l, a * low, b * low)):
+            plane[out] = fitted
+    return linear
 
 
-def _in_gamut(l, ab, tolerance):
-    """Whether each (l, ab) pixel (l: (N,), ab: (N, 2), scaled as in colorlab.lab) is in the sRGB gamut."""
-    def f_inverse(f):
-        return np.where(f > 6.0 / 29.0, f * f * f, (f - 16.0 / 116.0) / 7.787)
-
-    fy = (np.clip(l, 0.0, 1.0) * lab.L_SCALE + 16.0) / 116.0
-    x = f_inverse(fy + ab[:, 0] * np.float32(lab.AB_SCALE / 500.0)) * _WHITE[0]  # Lab to XYZ
-    y = f_inverse(fy) * _WHITE[1]
-    z = f_inverse(fy - ab[:, 1] * np.float32(lab.AB_SCALE / 200.0)) * _WHITE[2]
-    inside = np.ones(len(fy), dtype=bool)
-    for row in _RGB_FROM_XYZ:  # each linear sRGB channel lies in [0, 1] exactly when the color is in gamut
-        channel = row[0] * x + row[1] * y + row[2] * z
-        inside &= (channel >= -tolerance) & (channel <= 1.0 + tolerance)
-    return inside
+def _float(rgb):
+    return rgb.astype(np.float32) / 255 if rgb.dtype == np.uint8 else rgb

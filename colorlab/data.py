@@ -21,9 +21,8 @@ def split_photos(paths, validation_fraction, root=None):
     """``(train, validation)`` lists of photos, chosen by a hash of each path relative to ``root``: the same
     split whatever the file order, seed or computer, so a validation photo is never trained on."""
     paths = sorted(Path(p) for p in paths)
-    count = 0
-    if validation_fraction > 0 and len(paths) >= 2:
-        count = min(len(paths) - 1, max(1, round(validation_fraction * len(paths))))
+    wanted = max(1, round(validation_fraction * len(paths))) if validation_fraction > 0 else 0
+    count = min(wanted, len(paths) - 1)  # and at least one photo to train on
 
     def key(path):
         name = (path.relative_to(root) if root is not None else path).as_posix()
@@ -76,9 +75,7 @@ class Photos(keras.utils.PyDataset):
         """``(names, rgbs)`` of the first ``count`` readable photos, whole, shorter side ``image_size``."""
         names, rgbs = [], []
         for i, path in enumerate(self.paths):
-            if len(rgbs) == count:
-                break
-            if (rgb := self._load(i, self.image_size)) is not None:
+            if len(rgbs) < count and (rgb := self._load(i, self.image_size)) is not None:
                 names.append(Path(path).name)
                 rgbs.append(rgb.astype(np.float32) / 255.0)
         return names, rgbs
@@ -151,13 +148,12 @@ def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, 
     options = dict(image_size=image_size, batch_size=batch_size, workers=workers, color_space=color_space)
     train = Photos(train_paths, steps=steps, random=True, zoom=zoom, seed=seed, **options)
     validation = Photos(validation_paths, random=False, **options) if validation_paths else None
-    for dataset, role in ((train, "training"), (validation, "validation")):
-        if dataset is not None:
-            try:
-                dataset.first_usable()
-            except UserError:
-                raise UserError(f"{folder}: no readable photo for {role} among {len(dataset.paths)} "
-                                f"files") from None
+    for photos, role in ((train, "training"), (validation or train, "validation")):
+        try:
+            photos.first_usable()
+        except UserError:
+            raise UserError(f"{folder}: no readable photo for {role} among {len(photos.paths)} "
+                            f"files") from None
     if verbose:
         crops = steps * batch_size
         print(f"{folder}: {len(paths)} photos, {len(train_paths)} for training ({crops} crops of "
@@ -165,12 +161,3 @@ def from_folder(folder, image_size, batch_size, steps, validation_fraction=0.1, 
               f"{len(validation_paths)} for validation")
     return train, validation
 
-
-def grey_loss(dataset):
-    """The mean squared error of predicting no color (ab = 0) on ``dataset``: the baseline to beat."""
-    total = count = 0.0
-    for index in range(len(dataset)):
-        _, ab = dataset[index]
-        total += float(np.sum(np.square(ab, dtype=np.float64)))
-        count += ab.size
-    return total / count

@@ -1,6 +1,5 @@
-"""Each photo's classifier embedding, computed once and kept on disk: the full stage's cache. An embedding is
-reused only for the same photo content, classifier, weights and ``recipe``; each is one ``.npz`` file,
-written atomically, with its key and a checksum: a damaged or foreign file is recomputed, never trusted."""
+"""Each photo's classifier embedding, computed once and kept on disk (full's cache), reused only for the same
+photo content, classifier, weights and ``recipe``: a damaged or foreign file is recomputed, never trusted."""
 
 import hashlib
 from pathlib import Path
@@ -23,7 +22,7 @@ def photo_hash(path):
     """SHA-256 of a file's bytes: the photo's identity, whatever its name or folder."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
-        while block := file.read(1 << 20):
+        for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 

@@ -1,6 +1,5 @@
 """Writing results so that nothing of the user's is ever lost, replaced or followed: a run's folder is marked
-as the project's (``MARK``); OVERWRITE and RESUME touch only the files this project writes (``OWNED``), and a
-folder holding anything else is refused (:func:`prepare_out_dir`)."""
+as the project's (``MARK``), and OVERWRITE and RESUME touch only the files this project writes (``OWNED``)."""
 
 import contextlib
 import errno
@@ -40,21 +39,20 @@ def atomic_path(path):
     suffix = "".join(s for s in path.suffixes[-2:] if len(s) <= 10)  # Keras picks the format from .keras
     prefix = f".{path.name[:40]}.colorlab-tmp-{os.getpid()}-"  # short, whatever the target's name
     try:  # created exclusively: never through a planted link
-        descriptor, name = tempfile.mkstemp(suffix=suffix, prefix=prefix, dir=path.parent)
+        descriptor, tmp = tempfile.mkstemp(suffix=suffix, prefix=prefix, dir=path.parent)
     except OSError as error:
         raise _write_error(path, error) if error.errno in _CANNOT_WRITE else error from None
     os.umask(umask := os.umask(0o022))  # the umask can only be read by setting it: set it back at once
     os.fchmod(descriptor, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the user's group
     os.close(descriptor)
-    tmp = Path(name)
     try:
-        yield tmp
+        yield Path(tmp)
         _sync(tmp)  # on the disk before it gets the name: a power cut leaves the old file, not an empty one
         os.replace(tmp, path)
         _sync(path.parent)  # the rename itself
     except BaseException as error:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         if isinstance(error, OSError) and error.errno in _CANNOT_WRITE:  # a full disk, a read-only folder
             raise _write_error(path, error) from None
         raise
@@ -83,22 +81,19 @@ class WriteError(UserError):
         self.path, self.reason, self.disk_full = path, reason, disk_full
 
 
-_CANNOT_WRITE = {  # errno -> advice (errno names missing on this system are left out)
-    getattr(errno, name): advice for name, advice in [
-        ("ENOSPC", "free some disk space, or choose a folder on another disk"),
-        ("EDQUOT", "free some space (your disk quota is full), or choose a folder on another disk"),
-        ("EFBIG", "the file is larger than this disk allows: choose a folder on another disk"),
-        ("EROFS", "the disk is read-only: choose another folder"),
-        ("EACCES", "you may not write there: choose another folder"),
-        ("EPERM", "you may not write there: choose another folder"),
-    ] if hasattr(errno, name)
+_CANNOT_WRITE = {  # errno -> advice
+    errno.ENOSPC: "free some disk space, or choose a folder on another disk",
+    errno.EDQUOT: "free some space (your disk quota is full), or choose a folder on another disk",
+    errno.EFBIG: "the file is larger than this disk allows: choose a folder on another disk",
+    errno.EROFS: "the disk is read-only: choose another folder",
+    **dict.fromkeys((errno.EACCES, errno.EPERM), "you may not write there: choose another folder"),
 }
 
 
 def _write_error(path, error):
     kept = "the previous version is intact" if Path(path).exists() else "nothing was written"
-    full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
-    return WriteError(path, os.strerror(error.errno), f"{kept}; {_CANNOT_WRITE[error.errno]}", disk_full=full)
+    return WriteError(path, os.strerror(error.errno), f"{kept}; {_CANNOT_WRITE[error.errno]}",
+                      disk_full=error.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 def write_json(path, obj):
@@ -152,17 +147,14 @@ def check_destination(path, name="OUT_DIR"):
 
 
 def prepare_out_dir(out_dir, stage, overwrite=False, resume=None):
-    """Create (or reuse, if ``overwrite`` or ``resume``) the folder of a run of ``stage``, and lock it.
-
-    Anything in it that this project did not write is refused, whatever the settings. ``overwrite`` deletes
-    the owned files; ``resume`` keeps them, for ``BackupAndRestore`` (None: the stage cannot resume)."""
+    """Create (or reuse) the folder of a run of ``stage`` and lock it, refusing one with files no run wrote.
+    ``overwrite`` deletes the owned files; ``resume`` keeps them (None: the stage cannot resume)."""
     out_dir = check_destination(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: OUT_DIR is a file, not a folder")
-    try:
+    mark = None
+    with contextlib.suppress(UserError):  # a damaged mark: as if there were none
         mark = read_json(out_dir / MARK, limit=64 * 1024)
-    except UserError:
-        mark = None  # a damaged mark: as if there were none
     mark = mark if isinstance(mark, dict) else None
     again = settings.flag("RESUME", True)
     if resume and not out_dir.is_dir():
@@ -230,13 +222,12 @@ _locks = {}  # real path of a folder -> the open descriptor that holds its lock
 
 
 def lock(folder):
-    """Lock ``folder`` until exit (or ``commands.unlock``): two runs never write into one folder at once."""
+    """Lock ``folder`` until exit or :func:`unlock`: two runs never write into one folder at once."""
     key = os.path.realpath(folder)
     if key in _locks:
         return
     try:
         import fcntl
-
         descriptor = os.open(key, os.O_RDONLY)
     except (ImportError, OSError):
         return  # no locks here (Windows): go on without
@@ -252,6 +243,13 @@ def lock(folder):
     _locks[key] = descriptor
 
 
+def unlock(folder=None):
+    """Release :func:`lock`'s lock on ``folder`` (None: every one): a notebook's kernel outlives its run."""
+    for key in [os.path.realpath(folder)] if folder else list(_locks):
+        if (descriptor := _locks.pop(key, None)) is not None:
+            os.close(descriptor)
+
+
 def remove_temporaries(folder):
     """Delete what :func:`atomic_path` left under ``folder`` when killed: its names, of ended processes."""
     for root, _, names in os.walk(folder):
@@ -263,12 +261,11 @@ def remove_temporaries(folder):
 
 
 def _alive(pid):
-    if os.name != "posix":
-        return True  # os.kill would end the process there: keep its file
     try:
-        os.kill(pid, 0)
+        if os.name == "posix":  # elsewhere os.kill would end the process: keep its file
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (OSError, ValueError, OverflowError):
-        return True  # not ours to ask about: keep its file
+        pass  # not ours to ask about: keep its file
     return True

@@ -67,11 +67,11 @@ def load_8bit(path, size=None, side="longer"):
 
 
 def save(path, rgb):
-    """Write an (H, W, 3) array in [0, 1] as an image file (format from the suffix), atomically."""
-    array = np.clip(np.asarray(rgb, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    options = {"quality": 95} if Path(path).suffix.lower() in (".jpg", ".jpeg") else {}
+    """Write an (H, W, 3) array, 8-bit or in [0, 1], as an image file (format from the suffix), atomically."""
+    array = rgb if rgb.dtype == np.uint8 else np.clip(np.float32(rgb) * 255 + 0.5, 0, 255).astype(np.uint8)
+    options = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".png": {"compress_level": 1}}  # 1: fast
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, **options)
+        Image.fromarray(array).save(tmp, **options.get(Path(path).suffix.lower(), {}))
 
 
 def list_images(folder):
@@ -95,16 +95,16 @@ def pad_to_multiple(array, multiple, shape=None):
     return np.pad(array, pad, mode="symmetric")
 
 
-def resize(array, height, width, resample="bilinear"):
-    """Resize an (H, W, C) float array with a Pillow filter, in float32: unrounded, unclipped (ab too)."""
-    array = np.asarray(array, dtype=np.float32)
+def resize(array, height, width, resample="bilinear", box=None):
+    """Resize an (H, W, C) array, or its ``box`` (as in Pillow), with a Pillow filter: float32, unclipped."""
+    array = np.asarray(array)
     if array.ndim != 3:
         raise ValueError(f"expected an (H, W, C) array, got shape {array.shape}")
-    if array.shape[:2] == (height, width):
-        return array.copy()
-    fil = Image.Resampling[resample.upper()]
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(array[..., c])).resize((width, height), fil))
-                for c in range(array.shape[-1])]
+    if array.shape[:2] == (height, width) and box is None:
+        return array.astype(np.float32)
+    size, fil = (width, height), Image.Resampling[resample.upper()]
+    channels = [Image.fromarray(np.ascontiguousarray(array[..., c])).convert("F").resize(size, fil, box)
+                for c in range(array.shape[-1])]  # 8-bit: made float by Pillow, a channel at a time
     return np.stack(channels, axis=-1).astype(np.float32, copy=False)
 
 

@@ -1,4 +1,7 @@
-"""Figures every stage shows: result grids and loss curves, saved as PNG and shown once in Jupyter."""
+"""Figures every stage shows: result grids and loss curves, saved as PNG and shown once in Jupyter.
+
+    plots.save_columns("result.png", {"input": greys, "colorized": colors, "original": rgbs}, names)
+"""
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -6,14 +9,6 @@ import numpy as np
 
 from colorlab import settings
 from colorlab.files import atomic_path
-
-
-def save_grid(path, greys, colors, originals=None, names=None, show=True):
-    """One row per photo: grey input | colorized | original (the last column only if given)."""
-    columns = {"black and white (input)": greys, "colorized": colors}
-    if originals is not None:
-        columns["original"] = originals
-    save_columns(path, columns, names, show)
 
 
 def save_columns(path, columns, names=None, show=True):
@@ -25,8 +20,7 @@ def save_columns(path, columns, names=None, show=True):
     figsize = (3.2 * cols, 3.2 * rows * height / width + 0.4)
     fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=figsize)
     for c, (title, images) in enumerate(columns.items()):
-        for r in range(rows):
-            ax = axes[r, c]
+        for r, ax in enumerate(axes[:, c]):
             ax.imshow(np.clip(images[r], 0, 1), interpolation="lanczos")
             ax.set(xticks=[], yticks=[])
             if r == 0:
@@ -58,6 +52,5 @@ def _save(fig, path, show):
         fig.savefig(tmp, dpi=100)
     if show and settings.in_notebook() and "inline" in matplotlib.get_backend():
         from IPython.display import display
-
         display(fig)
     plt.close(fig)

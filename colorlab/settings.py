@@ -16,15 +16,11 @@ class SettingsError(UserError):
     """A bad ``--NAME=value`` or an impossible setting."""
 
 
-def _at_least(low):
-    return lambda v: v >= low, f"at least {low}"
-
-
-_BELOW_1 = (lambda v: 0 <= v < 1, "in [0, 1)")
 RULES = {  # the checks every stage shares: name -> (test, what a good value is)
-    "EPOCHS": _at_least(1), "BATCH_SIZE": _at_least(1), "STEPS_PER_EPOCH": _at_least(1),
-    "WORKERS": _at_least(1), "FILTERS": _at_least(1), "D_FILTERS": _at_least(1),
-    "WARMUP_EPOCHS": _at_least(0), "LAMBDA": _at_least(0), "BETA_1": _BELOW_1, "DROPOUT": _BELOW_1,
+    **dict.fromkeys(["EPOCHS", "BATCH_SIZE", "STEPS_PER_EPOCH", "WORKERS", "FILTERS", "D_FILTERS"],
+                    (lambda v: v >= 1, "at least 1")),
+    **dict.fromkeys(["WARMUP_EPOCHS", "LAMBDA"], (lambda v: v >= 0, "at least 0")),
+    **dict.fromkeys(["BETA_1", "DROPOUT"], (lambda v: 0 <= v < 1, "in [0, 1)")),
     "IMAGE_SIZE": (lambda v: 1 <= v <= 8192, "between 1 and 8192 pixels"),
     "ZOOM": (lambda v: 1 <= v <= 8, "between 1 (no zoom) and 8"),
     "LEARNING_RATE": (lambda v: v > 0, "positive"),
@@ -33,10 +29,14 @@ RULES = {  # the checks every stage shares: name -> (test, what a good value is)
 }
 
 
+def _shell():
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython else None
+
+
 def in_notebook():
     """True inside a Jupyter kernel (papermill's too), not merely where ipykernel was imported."""
-    ipython = sys.modules.get("IPython")
-    return type(ipython.get_ipython() if ipython else None).__name__ == "ZMQInteractiveShell"
+    return type(_shell()).__name__ == "ZMQInteractiveShell"
 
 
 def flag(name, value):
@@ -51,10 +51,15 @@ def apply(namespace, argv=None):
     if argv is None and in_notebook():
         if (REPO_ROOT / "colorlab").is_dir():
             os.chdir(REPO_ROOT)  # so that paths mean the same as on the command line
+        if (shell := _shell()) is not None:
+            shell.set_custom_exc((UserError, KeyboardInterrupt), _one_line)
         argv = []
     elif argv is None:
         argv = sys.argv[1:]
-        _show_user_errors_as_one_line()
+        previous = sys.excepthook  # a bug keeps its traceback
+        sys.excepthook = lambda kind, error, traceback: (
+            _one_line(None, kind, error, traceback) if issubclass(kind, (UserError, KeyboardInterrupt))
+            else previous(kind, error, traceback))
         if any(arg in ("-h", "--help") for arg in argv):
             print(_describe(sys.argv[0], defaults))
             raise SystemExit(0)
@@ -110,26 +115,19 @@ def _convert(name, text, default):
 
 def _describe(script, defaults):
     """The ``--help`` text: the script's parameters cell, comments included (or the bare defaults)."""
-    try:  # the cells, each from the rest of its "# %%" line
-        cells = ("\n" + Path(script).read_text(encoding="utf-8")).split("\n# %%")[1:]
+    try:  # the lines after "# %% tags=["parameters"]", up to the next blank line
+        text = Path(script).read_text(encoding="utf-8").partition('tags=["parameters"]\n')[2]
     except OSError:
-        cells = []
-    cell = next((c.splitlines()[1:] for c in cells if "parameters" in c.partition("\n")[0]), [])
-    body = "\n".join("  --" + line for line in cell if line.strip())
+        text = ""
+    body = "\n".join("  --" + line for line in text.partition("\n\n")[0].splitlines() if line.strip())
     body = body or "\n".join(f"  --{k} = {v!r}" for k, v in defaults.items())
     return f"usage: python {script} [--NAME=value ...]\n\nsettings and their defaults:\n{body}"
 
 
-def _show_user_errors_as_one_line():
-    """From a terminal, a UserError (bad file, bad setting) prints one line instead of a traceback."""
-    previous = sys.excepthook
-
-    def hook(kind, error, traceback):
-        if issubclass(kind, UserError):
-            print(f"error: {error}", file=sys.stderr)  # Python then exits with status 1
-        elif issubclass(kind, KeyboardInterrupt):
-            print("interrupted", file=sys.stderr)
-        else:
-            previous(kind, error, traceback)
-
-    sys.excepthook = hook
+def _one_line(shell, kind, error, traceback, tb_offset=None):
+    """A UserError or Ctrl-C as one line, no traceback: in a terminal (Python then exits with status 1) and in
+    Jupyter (the cell fails, so Run All stops there; the run is over, so its folder is unlocked)."""
+    if shell is not None:
+        from colorlab import files
+        files.unlock()
+    print("interrupted" if issubclass(kind, KeyboardInterrupt) else f"{error.prefix}{error}", file=sys.stderr)

@@ -33,8 +33,39 @@
 # measured on a 2-core CPU busy with other jobs), or `python full/train.py --help` to list the settings.
 # `full/README.md` shows what to expect and gives the settings for a real dataset. In Jupyter, open
 # `full/train.ipynb`: it is generated from this file.
+#
+# On a computer without an NVIDIA GPU, TensorFlow (Keras's default backend) says so when it starts:
+# "Could not find cuda drivers on your machine, GPU will not be used", twice, each after a "WARNING: All
+# log messages before absl::InitializeLog()" line. They are harmless; the first cell below hides
+# TensorFlow's other C++ messages (`TF_CPP_MIN_LOG_LEVEL`; set it to "0" to see them all).
+
+# %% [markdown]
+# ## What to expect
+# Measured offline, so with **random classifier weights** (`CLASSIFIER_WEIGHTS = None`: the ImageNet
+# weights could not be downloaded), the defaults otherwise. The run announces it in capitals, then
+# `inception_resnet_v2: 55,873,736 weights (RANDOM), input 299x299`. It shows what the classifier
+# receives for a known photo, and what the 2017 code gave it, a black square:
+# `inception_resnet_v2, the 2017 way: [-1.000, -0.994], 0.3% of the range it was trained on (the fix:
+# 74%)`.
+#
+# ![what Inception-ResNet-v2 receives, and what the 2017 code gave it](../docs/full_classifier_input.jpg)
+#
+# Predicting grey on the two validation photos costs 0.01503. The run ends with `last epoch: training
+# loss 0.02063   validation loss 0.01672   predicting grey 0.01503` and keeps its best epoch, `kept epoch
+# 2 of 10: validation loss 0.00900, better than predicting grey (0.60x its loss)`: a muted sepia, the
+# average colour of photos, like beta's. With random weights the embedding is nearly the same for every
+# photo, so it cannot tell the colouriser anything.
+#
+# ![full with random classifier weights: the two validation photos](../docs/full_result.jpg)
+#
+# That took 15 minutes on this project's 2-core CPU while other jobs kept it busy (load average 5 to
+# 8), with the 7 embeddings already in `EMBEDDING_CACHE`; the losses do not depend on the load. Every
+# output of that run is in [docs/executed/full.ipynb](../docs/executed/full.ipynb).
 
 # %%
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before Keras starts TensorFlow: see above
 import time
 from pathlib import Path
 
@@ -42,7 +73,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from colorlab import UserError, coloring, data, embeddings, files, lab, plots, settings, training
+from colorlab import UserError, coloring, data, distribute, embeddings, files, lab, plots, settings, training
 
 # %% [markdown]
 # ## Settings
@@ -85,9 +116,11 @@ EMBEDDING_CACHE = "outputs/embeddings"  # each photo's embedding is kept here, s
 OUT_DIR = "outputs/full"  # the checkpoint, result grids, logs, model and metrics are written here
 OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
 RESUME = False  # True continues an interrupted run from the last epoch saved in OUT_DIR
+DEVICES = "auto"  # "auto": every GPU here, data parallel (one: as usual); or a count (on a CPU: virtual)
 
 # %%
 config = settings.apply(globals())  # --NAME=value from the terminal; checks every value (EPOCHS >= 1, ...)
+devices = distribute.Devices(DEVICES)  # one device: nothing changes (several machines: beta only)
 settings.check(IMAGE_SIZE % 8 == 0,
                f"IMAGE_SIZE must be a multiple of 8 (three stride-2 layers), got {IMAGE_SIZE}")
 settings.check(CLASSIFIER_WEIGHTS in ("imagenet", "auto", None) or Path(CLASSIFIER_WEIGHTS).is_file(),
@@ -137,6 +170,7 @@ train, validation = data.from_folder(
     DATA, IMAGE_SIZE, BATCH_SIZE, STEPS_PER_EPOCH, VALIDATION_FRACTION, zoom=ZOOM, seed=SEED, workers=WORKERS,
     exclude=OUT_DIR,  # never train on this run's own pictures
 )
+train = devices.shard(train)  # checks that BATCH_SIZE divides between the devices
 out_dir = files.prepare_out_dir(OUT_DIR, "full", OVERWRITE, RESUME)  # never replaces what it did not write
 
 # %% [markdown]
@@ -334,7 +368,8 @@ if not meaningful:
 # As in beta, the loss of predicting no colour at all on the validation photos is the number to beat.
 
 # %%
-grey_loss = data.grey_loss(validation)  # mean of ab**2 over every validation pixel
+every_ab = np.concatenate([ab.ravel() for _, ab in validation])  # every validation pixel's target ab
+grey_loss = float(np.mean(np.square(every_ab)))  # the mean squared error of predicting ab = 0
 print(f"predicting grey on the {len(validation.paths)} validation photos: loss {grey_loss:.5f}")
 
 # %% [markdown]
@@ -363,36 +398,37 @@ print(f"predicting grey on the {len(validation.paths)} validation photos: loss {
 # %%
 # for the layers built from here on
 keras.config.set_dtype_policy("mixed_float16" if MIXED_PRECISION else "float32")
-l_input = keras.Input(shape=(None, None, 1), name="l")  # any height and width that divide by 8
-embedding_input = keras.Input(shape=(classifier.output.shape[-1],), name="embedding")  # (N, 1000)
-# encoder: what is where
-x = layers.Conv2D(64, 3, activation="relu", padding="same", strides=2)(l_input)  # 1/2 size
-x = layers.Conv2D(128, 3, activation="relu", padding="same")(x)
-x = layers.Conv2D(128, 3, activation="relu", padding="same", strides=2)(x)  # 1/4 size
-x = layers.Conv2D(256, 3, activation="relu", padding="same")(x)
-x = layers.Conv2D(256, 3, activation="relu", padding="same", strides=2)(x)  # 1/8 size
-x = layers.Conv2D(512, 3, activation="relu", padding="same")(x)
-x = layers.Conv2D(512, 3, activation="relu", padding="same")(x)
-features = layers.Conv2D(256, 3, activation="relu", padding="same")(x)  # (N, h/8, w/8, 256)
-# fusion: a 1x1 convolution over [features, embedding at every place], computed without the copies
-# W_f . features + b, (N, h/8, w/8, 256)
-from_features = layers.Conv2D(256, 1, name="fusion_features")(features)
-# W_e . embedding
-from_embedding = layers.Dense(256, use_bias=False, name="fusion_embedding")(embedding_input)
-from_embedding = layers.Reshape((1, 1, 256))(from_embedding)  # (N, 1, 1, 256)
-x = layers.Add()([from_features, from_embedding])  # broadcast: the same W_e . embedding added at every place
-x = layers.ReLU(name="fusion")(x)  # (N, h/8, w/8, 256)
-# decoder: which colour goes where
-x = layers.Conv2D(128, 3, activation="relu", padding="same")(x)
-x = layers.UpSampling2D(2)(x)  # 1/4 size
-x = layers.Conv2D(64, 3, activation="relu", padding="same")(x)
-x = layers.UpSampling2D(2)(x)  # 1/2 size
-x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
-x = layers.UpSampling2D(2)(x)  # full size
-x = layers.Conv2D(16, 3, activation="relu", padding="same")(x)
-# ab in [-1, 1], in float32
-ab_output = layers.Conv2D(2, 3, activation="tanh", padding="same", dtype="float32")(x)
-colorizer = keras.Model((l_input, embedding_input), ab_output, name="colorizer")  # (l, embedding) -> ab
+with devices.scope():  # several devices: each gets its copy of every weight (TensorFlow; JAX: all along)
+    l_input = keras.Input(shape=(None, None, 1), name="l")  # any height and width that divide by 8
+    embedding_input = keras.Input(shape=(classifier.output.shape[-1],), name="embedding")  # (N, 1000)
+    # encoder: what is where
+    x = layers.Conv2D(64, 3, activation="relu", padding="same", strides=2)(l_input)  # 1/2 size
+    x = layers.Conv2D(128, 3, activation="relu", padding="same")(x)
+    x = layers.Conv2D(128, 3, activation="relu", padding="same", strides=2)(x)  # 1/4 size
+    x = layers.Conv2D(256, 3, activation="relu", padding="same")(x)
+    x = layers.Conv2D(256, 3, activation="relu", padding="same", strides=2)(x)  # 1/8 size
+    x = layers.Conv2D(512, 3, activation="relu", padding="same")(x)
+    x = layers.Conv2D(512, 3, activation="relu", padding="same")(x)
+    features = layers.Conv2D(256, 3, activation="relu", padding="same")(x)  # (N, h/8, w/8, 256)
+    # fusion: a 1x1 convolution over [features, embedding at every place], computed without the copies
+    # W_f . features + b, (N, h/8, w/8, 256)
+    from_features = layers.Conv2D(256, 1, name="fusion_features")(features)
+    # W_e . embedding
+    from_embedding = layers.Dense(256, use_bias=False, name="fusion_embedding")(embedding_input)
+    from_embedding = layers.Reshape((1, 1, 256))(from_embedding)  # (N, 1, 1, 256)
+    x = layers.Add()([from_features, from_embedding])  # broadcast: the same W_e . embedding at every place
+    x = layers.ReLU(name="fusion")(x)  # (N, h/8, w/8, 256)
+    # decoder: which colour goes where
+    x = layers.Conv2D(128, 3, activation="relu", padding="same")(x)
+    x = layers.UpSampling2D(2)(x)  # 1/4 size
+    x = layers.Conv2D(64, 3, activation="relu", padding="same")(x)
+    x = layers.UpSampling2D(2)(x)  # 1/2 size
+    x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
+    x = layers.UpSampling2D(2)(x)  # full size
+    x = layers.Conv2D(16, 3, activation="relu", padding="same")(x)
+    # ab in [-1, 1], in float32
+    ab_output = layers.Conv2D(2, 3, activation="tanh", padding="same", dtype="float32")(x)
+    colorizer = keras.Model((l_input, embedding_input), ab_output, name="colorizer")  # (l, embedding) -> ab
 colorizer.summary()
 
 # %% [markdown]
@@ -421,11 +457,12 @@ complete = keras.Model(photo_l, same_layers((photo_l, embed(photo_l))), name="fu
 # after each epoch with the complete model, classifier included, as `colorize` will.
 
 # %%
-colorizer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=JIT_COMPILE)
+with devices.scope():  # the optimizer's state too, on every device
+    colorizer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=JIT_COMPILE)
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
 start = time.perf_counter()
 with training.stops(out_dir / "backup"):  # Ctrl-C or NaN: one line that says what is saved
-    colorizer.fit(train, validation_data=validation, epochs=EPOCHS, callbacks=[
+    colorizer.fit(train, validation_data=devices.whole(validation), epochs=EPOCHS, callbacks=[
         keras.callbacks.ModelCheckpoint(
             out_dir / "best.weights.h5", save_best_only=True, save_weights_only=True,
             # a resumed run's best
@@ -468,7 +505,9 @@ verdict = "better" if best_val_loss < grey_loss else "WORSE"
 print(f"kept epoch {best_epoch} of {len(history['loss'])}: validation loss {best_val_loss:.5f}, {verdict} "
       f"than predicting grey ({best_val_loss / grey_loss:.2f}x its loss)")
 colored = coloring.colorize(complete, rgbs)  # l -> ab with the complete model, as the colorize command does
-plots.save_grid(out_dir / "result.png", [lab.grey_rgb(rgb) for rgb in rgbs], colored, rgbs, names)
+columns = {"black and white (input)": [lab.grey_rgb(rgb) for rgb in rgbs], "colorized": colored,
+           "original": rgbs}
+plots.save_columns(out_dir / "result.png", columns, names)
 if not meaningful:
     print(random_weights_warning("this run's fusion carried no meaning"))
 
@@ -499,27 +538,55 @@ files.write_json(out_dir / "metrics.json", metrics)
 files.write_json(out_dir / "settings.json", config)
 print(f"wrote classifier_input.png, result.png, loss.png, model.keras, metrics.json and settings.json "
       f"to {out_dir}")
+files.unlock(out_dir)  # the run is over: other runs may use OUT_DIR, even while this kernel lives
 
 # %% [markdown]
 # ## Exercises
+# Each says which setting shows its point, what to expect, and how long it took on a 2-core CPU shared
+# with other jobs (load average 6 to 12, several times a quiet machine's). The runs below use
+# `--CLASSIFIER=mobilenet_v3_small --CLASSIFIER_WEIGHTS=None`, the smallest classifier (built in
+# about 20 s here), and `--IMAGE_SIZE=32`; each gets its own `--OUT_DIR`. What needs the ImageNet weights or
+# Imagenette needs the internet once, and was not measured here: the text says so.
+#
 # 1. **Does fusion help?** Train beta and full on the same photos with the same settings (a few
 #    hundred Imagenette photos: `python data/download.py`), full with `CLASSIFIER_WEIGHTS=imagenet`,
 #    then compare them with `python -m colorlab.commands.evaluate` on the same validation photos. Then
 #    train full with `CLASSIFIER_WEIGHTS=None`: is the difference the classifier's knowledge, or only
-#    the bigger network?
+#    the bigger network? The second half was measured on the sample photos, `--IMAGE_SIZE=32
+#    --EPOCHS=10` for both stages (6 minutes for full here): full with random weights keeps a best
+#    validation loss of 0.0089 (0.64x predicting grey's 0.0139), beta 0.0080 (0.57x), from the same
+#    crops. The bigger network alone does not help.
 # 2. **The 2017 defect.** In `classifier_input` above, delete the `Rescaling(255.0)` line. Run the
 #    check cell: what does it say, and why? Remove the `assert`, change `RECIPE` (or the cache hands
 #    back the embeddings of the correct input: why is it the recipe, and not the code, that keys the
-#    cache?), and train with ImageNet weights. What are the top-5 guesses now?
+#    cache?), and train with ImageNet weights. What are the top-5 guesses now? Measured up to the check
+#    (2 minutes here): the first classifier it checks, Inception-ResNet-v2, now receives values in
+#    [-1.00, -0.99] instead of [-0.97, 0.51], 192 grey levels away from its `preprocess_input`, and
+#    the `assert` stops the run. The top-5 guesses need the ImageNet weights.
 # 3. **Fusion, checked.** Build the 2017 fusion from the trained layers: a `Conv2D(256, 1)` whose kernel
 #    stacks `fusion_features`' kernel (256 x 256) on `fusion_embedding`'s (1000 x 256), applied to the
 #    features concatenated with the embedding repeated at every place. Compare its output with the
-#    `fusion` layer's. How many numbers does each way hold in memory for a 1024 x 768 photo?
+#    `fusion` layer's. How many numbers does each way hold in memory for a 1024 x 768 photo? Measured
+#    after one training step (`--EPOCHS=1 --STEPS_PER_EPOCH=1`, 5 minutes here, mostly start-up): the
+#    two outputs differ by at most 8e-9, float rounding. At 1/8 of 1024 x 768 there are 12,288 places:
+#    the 2017 way holds 12,288 x 1,256 = 15.4 million numbers, ours 12,288 x 256 = 3.1 million, plus
+#    256 for the embedding's part.
 # 4. **Cost.** Time `cache.get` on 100 photos for each `CLASSIFIER`, then once more (all cached).
-#    How many epochs of training would computing the embedding in every batch cost instead?
+#    How many epochs of training would computing the embedding in every batch cost instead? Measured
+#    on the 7 sample photos, with an empty `EMBEDDING_CACHE` each time (random weights compute as fast
+#    as ImageNet's; 2 to 4 minutes a classifier here): the first `cache.get` took 17 s
+#    (`mobilenet_v3_small`), 24 s (`inception_v3`), 30 s (`resnet50`), 38 s (`efficientnet_b0`) and
+#    64 s (`inception_resnet_v2`), building the classifier's graph included; the second, 0.02 to 0.34 s.
+#    In every batch instead: one batch of 8 crops through the classifier took 0.33 s, 4.1 s, 4.9 s,
+#    1.8 s and 10.9 s, against 2.2 s for a whole training step of full at `--IMAGE_SIZE=32`.
 # 5. **Crop or photo?** Compute the embedding of each training crop instead of each photo (hint: call
 #    `embed` in a `keras.utils.PyDataset` of your own). Does the validation loss improve enough to pay
-#    for it?
+#    for it? The price is exercise 4's: with `inception_resnet_v2`, 10.9 s of classifier for each
+#    2.2 s step, an epoch about 6 times as long. Whether it pays needs the ImageNet weights (with
+#    random ones every embedding is alike), so that half was not measured here.
 # 6. **Probabilities or features?** The 1000 probabilities are a narrow summary: most are near 0.
 #    Build the classifier with `include_top=False, pooling="avg"` (1536 features for
 #    Inception-ResNet-v2) and fuse those instead. Which carries more useful information for colour?
+#    Building it takes a while: Inception-ResNet-v2 without its top, 1536 features, took 2.5 minutes
+#    here (`mobilenet_v3_small`: 576 features, 20 s). Which carries more needs the ImageNet weights, so
+#    it was not measured here.

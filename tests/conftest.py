@@ -36,7 +36,7 @@ def run_stage(monkeypatch, script, *args):
     its globals. A mistake raises its UserError here (a terminal would print it as one line); no start-up
     is paid. The folders the run locked are unlocked afterwards, so that another process may use them."""
     from colorlab import files, settings
-    from colorlab.commands import unlock
+    from colorlab.files import unlock
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
@@ -61,6 +61,15 @@ def run_notebook(notebook, parameters, out_path, timeout=900):
         str(ROOT / notebook), str(out_path), parameters=parameters, kernel_name="python3",
         cwd=str(ROOT), progress_bar=False, execution_timeout=timeout,
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """The `classroom` tests take minutes: they run only when asked for, with ``-m classroom``."""
+    if "classroom" not in (config.getoption("markexpr") or ""):
+        skip = pytest.mark.skip(reason="grades the classroom assignments with nbgrader: -m classroom runs it")
+        for item in items:
+            if item.get_closest_marker("classroom"):
+                item.add_marker(skip)
 
 
 @pytest.fixture

@@ -98,3 +98,19 @@ def test_alpha_prints_one_line_every_tenth_of_its_epochs_and_at_the_last(monkeyp
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in lines] == [f"{e}/25" for e in (*range(2, 25, 2), 25)]
     assert all("loss 0." in line and line.endswith(" s)") for line in lines)
+
+
+def test_the_exercise_2_cell_scores_alpha_against_grey_on_every_photo_of_the_folder(alpha_run, photo):
+    out, stage = alpha_run
+    scores = stage["other_photos"]  # photo name -> (alpha's loss, predicting grey's loss)
+    assert sorted(scores) == sorted(path.name for path in images.list_images(ROOT / "data/samples"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    learned, learned_grey = scores["astronaut.jpg"]  # the photo it learned: the stage's own numbers
+    assert learned == pytest.approx(metrics["final_loss"], rel=1e-4)
+    assert learned_grey == pytest.approx(metrics["grey_loss"], rel=1e-4)
+    _, rocket_ab = lab.rgb_to_l_ab(images.load(ROOT / "data/samples/rocket.jpg", SIZE))
+    assert scores["rocket.jpg"][1] == pytest.approx(float(np.mean(rocket_ab**2)), rel=1e-4)
+    # Memory, not understanding: on the photos it never saw, far worse against grey than on its own.
+    others = sorted(loss / grey for name, (loss, grey) in scores.items() if name != "astronaut.jpg")
+    print(f"learned {learned / learned_grey:.2f}x grey; the others {[round(r, 2) for r in others]}")
+    assert np.median(others) > 5 * learned / learned_grey

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from colorlab import UserError, data, files, images
-from colorlab.commands import unlock
+from colorlab.files import unlock
 from conftest import ROOT, run_stage
 
 SAMPLE = ROOT / "data" / "samples" / "chelsea.jpg"

@@ -169,8 +169,7 @@ def test_batches_and_split_model_calls_give_the_same_result_as_one_photo_at_a_ti
     model = colorize.load_model(models["loud"])
     photos = [photo(23, 37, 0), photo(40, 30, 1), photo(24, 38, 2), photo(37, 23, 3)]
     together = coloring.colorize(model, photos, size=16)
-    works = [(lab.rgb_to_l_ab(images.resize(p, *coloring.working_shape(*p.shape[:2], 16)[0]))[0],
-              coloring.working_shape(*p.shape[:2], 16)[1]) for p in photos]
+    works = [coloring.prepare(p, 16) for p in photos]
     split = coloring.predict_ab(model, works, max_pixels=1)  # one photo per model call
     whole = coloring.predict_ab(model, works)
     for a, b in zip(split, whole):
@@ -183,19 +182,128 @@ def test_fit_gamut_matches_scikit_image_and_keeps_lightness():
     rng = np.random.default_rng(0)
     l = rng.uniform(0, 1, (2000, 1)).astype(np.float32)
     ab = rng.uniform(-1, 1, (2000, 2)).astype(np.float32)
-    inside = coloring._in_gamut(l[:, 0], ab, 1e-6)
+    inside = reference_in_gamut(l[:, 0], ab, 1e-6)
     assert 0.05 < inside.mean() < 0.95
     # Reference: scikit-image clips RGB; a colour is in gamut exactly when that round trip changes nothing.
     roundtrip = color.rgb2lab(lab.l_ab_to_rgb(l, ab)[:, None, :])[:, 0]
     error = np.abs(roundtrip - np.concatenate([l * 100, ab * 128], axis=-1)).max(axis=-1)
     assert error[inside].max() < 0.05 and error[~inside].min() > 0.05
-    fitted = coloring.fit_gamut(l, ab)
-    assert coloring._in_gamut(l[:, 0], fitted, 1e-6).all()
-    np.testing.assert_array_equal(fitted[inside], ab[inside])  # in-gamut colours are left alone
-    kept = color.rgb2lab(lab.l_ab_to_rgb(l, fitted)[:, None, :])[:, 0, 0]
-    assert np.abs(kept - l[:, 0] * 100).max() < 0.05  # lightness kept exactly ...
-    ratio = np.linalg.norm(fitted, axis=-1) / np.linalg.norm(ab, axis=-1)
+    linear = np.stack(coloring.fit_gamut(l[:, 0], ab[:, 0], ab[:, 1]), axis=-1)  # planes, fitted
+    assert linear.min() >= -1e-6 and linear.max() <= 1 + 1e-6  # in gamut, every one
+    unfitted = np.stack(lab.lab_to_linear(l[:, 0], ab[:, 0], ab[:, 1]), axis=-1)
+    np.testing.assert_array_equal(linear[inside], unfitted[inside])  # in-gamut colours are left alone
+    fitted = color.rgb2lab(lab.linear_to_rgb(list(linear.T))[:, None, :])[:, 0]
+    np.testing.assert_allclose(fitted[inside, 1:], ab[inside] * 128, atol=0.05)
+    assert np.abs(fitted[:, 0] - l[:, 0] * 100).max() < 0.05  # lightness kept exactly ...
+    ratio = np.linalg.norm(fitted[:, 1:], axis=-1) / np.linalg.norm(ab * 128, axis=-1)
     assert ratio[~inside].max() < 1 and np.median(ratio[~inside]) > 0.2  # ... by giving up only some chroma
+    reference = reference_fit_gamut(l, ab)  # and as the bisection before the fast path did
+    np.testing.assert_allclose(fitted[:, 1:], reference * 128, atol=0.2)
+
+
+# Today's path, kept as the reference the fast one must match (micrograd style): coloring.colorize as it was
+# before the performance work, for one photo in Lab: scikit-image's conversions, the gamut fit by bisection
+# (its code copied), Pillow's resizing, the model called eagerly.
+
+REFERENCE_WHITE = np.array([0.95047, 1.0, 1.08883], np.float32)
+REFERENCE_RGB_FROM_XYZ = np.array([[3.24048134, -1.53715152, -0.49853633], [-0.96925495, 1.87599, 0.04155593],
+                                   [0.05564664, -0.20404134, 1.05731107]], np.float32)
+
+
+def reference_l_ab(rgb):
+    lab_values = color.rgb2lab(np.asarray(rgb, np.float32))
+    return (lab_values[..., :1] / 100).astype(np.float32), (lab_values[..., 1:] / 128).astype(np.float32)
+
+
+def reference_rgb(l, ab):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        rgb = color.lab2rgb(np.concatenate([l * 100.0, ab * 128.0], axis=-1))
+    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+
+
+def reference_in_gamut(l, ab, tolerance):
+    def f_inverse(f):
+        return np.where(f > 6.0 / 29.0, f * f * f, (f - 16.0 / 116.0) / 7.787)
+
+    fy = (np.clip(l, 0.0, 1.0) * 100.0 + 16.0) / 116.0
+    x = f_inverse(fy + ab[:, 0] * np.float32(128.0 / 500.0)) * REFERENCE_WHITE[0]
+    y = f_inverse(fy) * REFERENCE_WHITE[1]
+    z = f_inverse(fy - ab[:, 1] * np.float32(128.0 / 200.0)) * REFERENCE_WHITE[2]
+    inside = np.ones(len(fy), dtype=bool)
+    for row in REFERENCE_RGB_FROM_XYZ:
+        channel = row[0] * x + row[1] * y + row[2] * z
+        inside &= (channel >= -tolerance) & (channel <= 1.0 + tolerance)
+    return inside
+
+
+def reference_fit_gamut(l, ab, steps=10, tolerance=1e-6):
+    l, ab = np.asarray(l, dtype=np.float32), np.array(ab, dtype=np.float32)
+    flat_l, flat_ab = l.reshape(-1), ab.reshape(-1, 2)
+    out = ~reference_in_gamut(flat_l, flat_ab, tolerance)
+    if not out.any():
+        return ab
+    l_out, ab_out = flat_l[out], flat_ab[out]
+    low = np.zeros(len(l_out), np.float32)
+    step = np.float32(0.5)
+    for _ in range(steps):
+        trial = low + step
+        low = np.where(reference_in_gamut(l_out, ab_out * trial[:, None], tolerance), trial, low)
+        step /= 2
+    flat_ab[out] = ab_out * low[:, None]
+    return flat_ab.reshape(ab.shape)
+
+
+def reference_colorize(model, rgb, size=None, multiple=8):
+    """One float RGB photo coloured as coloring.colorize coloured it before the fast path."""
+    height, width = rgb.shape[:2]
+    (h, w), padded = (height, width), None
+    if size is not None:
+        scale = min(size / min(height, width), 4 * size / max(height, width))
+        h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    padded = (h + -h % multiple, w + -w % multiple)
+    l = reference_l_ab(rgb)[0]
+    resized = np.clip(images.resize(rgb, h, w, "lanczos"), 0, 1) if (h, w) != (height, width) else None
+    small = l if resized is None else reference_l_ab(resized)[0]
+    batch = images.pad_to_multiple(small, 1, padded)[None]
+    ab = np.asarray(keras.ops.convert_to_numpy(model(batch, training=False)), np.float32)[0, :h, :w]
+    ab = images.resize(ab, height, width, "bilinear")
+    return reference_rgb(l, reference_fit_gamut(l, ab))
+
+
+def eight_bit(rgb):
+    return rgb if rgb.dtype == np.uint8 else (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def sample_crop(height, width):
+    """A crop of a sample photo: real textures, edges and saturated colours."""
+    return images.load_8bit(ROOT / "data" / "samples" / "coffee.jpg")[40 : 40 + height, 60 : 60 + width]
+
+
+@pytest.mark.parametrize("name, rgb, size", [
+    ("odd-sized", photo(23, 37), 16),
+    ("panorama", photo(20, 300, 1), 16),  # capped at 4 x 16 wide: 4x64, padded to 8x64
+    ("greyscale only", np.repeat(photo(31, 45, 2)[..., :1], 3, axis=-1), 24),
+    ("a real photo", sample_crop(97, 131), 40),
+    ("at its own size", photo(21, 35, 3), None),
+    ("working size above its own", photo(19, 29, 4), 40),  # the colour is scaled down, not up
+])
+@pytest.mark.parametrize("model_name", ["loud", "oracle"])  # loud: saturated, far out of the gamut
+def test_the_fast_path_gives_the_reference_pixels(models, name, rgb, size, model_name):
+    model = colorize.load_model(models[model_name])
+    as_float = eight_bit(rgb).astype(np.float32) / 255  # as images.load reads a photo: 8-bit / 255
+    expected = eight_bit(reference_colorize(model, as_float, size))
+    for given in (as_float, eight_bit(rgb)):  # float photos (the stages' grids) and 8-bit (the command)
+        result = coloring.colorize(model, [given], size)[0]
+        assert result.shape == rgb.shape and result.dtype == given.dtype  # 8-bit in, 8-bit out
+        difference = np.abs(eight_bit(result).astype(int) - expected)
+        assert difference.max() <= 1, (name, model_name, given.dtype, difference.max())
+
+
+def test_the_loud_model_s_colours_are_out_of_the_gamut_so_the_fit_is_tested():
+    l = np.linspace(0, 1, 101, dtype=np.float32)
+    ab = np.tile(np.float32([[0.96, -0.9]]), (101, 1))  # what loud predicts
+    assert not reference_in_gamut(l, ab, 1e-6).any()  # at every lightness: the fit has work everywhere
 
 
 def test_the_working_size_is_the_shorter_side_as_in_training():
@@ -371,6 +479,46 @@ def test_existing_outputs_are_skipped_unless_overwrite(models, tmp_path, capsys)
     assert colorize.main(args + ["--overwrite"]) == 0
     assert (out / "p.png").read_bytes() == first
     assert "1 colourised, 0 skipped" in capsys.readouterr().out
+
+
+def test_the_threads_lose_no_photo_when_some_fail_in_the_middle(models, tmp_path, monkeypatch, capsys):
+    """Reading, the network and writing run in threads of their own: a photo that fails in any of them is one
+    failure line, and every other photo is written, with exactly the pixels of coloring.colorize."""
+    src = tmp_path / "in"
+    for i in range(9):
+        save_photo(src / f"{i}.png", photo(20 + i, 30, i))
+    (src / "3.png").write_bytes(b"not a photo")  # fails when read
+    real_finish, real_save = coloring.finish, images.save
+
+    def finish(rgb, ab, color_space="lab"):  # photo 5 is too large for the memory left
+        if rgb.shape[0] == 25:
+            raise MemoryError
+        return real_finish(rgb, ab, color_space)
+
+    def save(path, rgb):  # photo 7 cannot be written (not a full disk: the others go on)
+        if Path(path).name == "7.png":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_save(path, rgb)
+
+    monkeypatch.setattr(coloring, "finish", finish)
+    monkeypatch.setattr(images, "save", save)
+    out = tmp_path / "out"
+    status = colorize.main(args_for(src, models["loud"], out, "--size", 16, "--batch", 2))
+    captured = capsys.readouterr()
+    assert status == 1
+    assert sorted(p.name for p in out.iterdir()) == [f"{i}.png" for i in (0, 1, 2, 4, 6, 8)]
+    assert "6 colourised, 0 skipped, 3 failed:" in captured.out
+    assert f"  {src / '3.png'}: not an image" in captured.out
+    assert f"  {src / '5.png'}: too large for the memory available" in captured.out
+    assert f"  {src / '7.png'}: cannot write {out / '7.png'} (Input/output error)" in captured.out
+    monkeypatch.setattr(coloring, "finish", real_finish)
+    monkeypatch.setattr(images, "save", real_save)
+    model = colorize.load_model(models["loud"])
+    for i in (0, 4, 8):
+        expected = coloring.colorize(model, [images.load_8bit(src / f"{i}.png")], 16)[0]
+        np.testing.assert_array_equal(images.load_8bit(out / f"{i}.png"), expected)
+    assert colorize.main(args_for(src, models["loud"], out, "--size", 16)) == 1  # again: the rest, skipped
+    assert "2 colourised, 6 skipped, 1 failed" in capsys.readouterr().out
 
 
 def test_an_output_path_that_is_a_folder_is_a_failure_naming_it_not_skipped(models, tmp_path, capsys):
@@ -603,16 +751,17 @@ def test_batches_are_bounded_by_the_pixels_at_the_working_size_too(models, tmp_p
         save_photo(tmp_path / "in" / f"{i}.png", photo(20, 30, i))
     calls = []
 
-    def spy(model, rgbs, size=None, multiple=8, color_space="lab"):
-        calls.append([colorize.working_pixels(*rgb.shape[:2], size, multiple) for rgb in rgbs])
-        return [lab.grey_rgb(rgb) for rgb in rgbs]  # no model call: only the batching is under test
+    def spy(model, works, max_pixels=coloring.MAX_BATCH_PIXELS):
+        calls.append([h8 * w8 for _, (h8, w8) in works])
+        return [np.zeros((*l.shape[:2], 2), np.float32) for l, _ in works]  # only the batching is under test
 
-    monkeypatch.setattr(coloring, "colorize", spy)
+    monkeypatch.setattr(coloring, "predict_ab", spy)
     assert colorize.main(args_for(tmp_path / "in", models["loud"], tmp_path / "out", "--size", 3000)) == 0
-    assert calls == [[3000 * 4504]] * 8  # 3000x4500 (padded to 4504) each: never 8 of them at once
+    assert calls == [[3000 * 4504]] * 8  # 3000x4500 (padded to 4504) each: never two of them at once
     calls.clear()
-    assert colorize.main(args_for(tmp_path / "in", models["loud"], tmp_path / "out2", "--size", 16)) == 0
-    assert [len(c) for c in calls] == [8]  # small working sizes: one batch of 8
+    assert colorize.main(args_for(tmp_path / "in", models["loud"], tmp_path / "out2", "--size", 16,
+                                  "--batch", 3)) == 0
+    assert sum(map(len, calls)) == 8 and max(map(len, calls)) <= 3  # those read already, up to --batch
 
     # batches() itself: bounded by the photos, by their pixels as loaded, and by the working pixels.
     rgbs = {i: np.zeros((100 * (i + 1), 100, 3), np.float32) for i in range(6)}
@@ -625,14 +774,17 @@ def test_batches_are_bounded_by_the_pixels_at_the_working_size_too(models, tmp_p
 
 def test_no_python_warning_reaches_the_output(models, tmp_path, monkeypatch, capsys):
     src = save_photo(tmp_path / "in" / "p.png", photo(20, 30))
-    real = coloring.colorize
+    real = {step: getattr(coloring, step) for step in ("prepare", "predict_ab", "finish")}
 
-    def noisy(*args, **kwargs):
-        warnings.warn("a library's warning", UserWarning)
-        np.log(np.zeros(2))  # NumPy's RuntimeWarning: divide by zero
-        return real(*args, **kwargs)
+    def noisy(step):  # in each of the command's threads
+        def call(*args, **kwargs):
+            warnings.warn("a library's warning", UserWarning)
+            np.log(np.zeros(2))  # NumPy's RuntimeWarning: divide by zero
+            return real[step](*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(coloring, "colorize", noisy)
+    for step in real:
+        monkeypatch.setattr(coloring, step, noisy(step))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning that leaked would stop the command here
         assert colorize.main(args_for(src, models["loud"], tmp_path / "out", "--size", 16)) == 0

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from colorlab import UserError, files, settings
-from colorlab.commands import unlock
+from colorlab.files import unlock
 from conftest import ROOT
 
 

@@ -70,3 +70,66 @@ def test_jupyter_lab_serves_the_lesson_notebooks(tmp_path):
             server.kill()
             server.wait()
         log.close()
+
+
+def run_cell(client, code, interrupt_after=None, manager=None):
+    """Run ``code`` in the kernel: (reply status, its stream text, its error outputs)."""
+    msg_id = client.execute(code)
+    if interrupt_after is not None:
+        time.sleep(interrupt_after)
+        manager.interrupt_kernel()
+    text, errors = "", []
+    while True:
+        msg = client.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            text += content["text"]
+        elif kind == "error":
+            errors.append(content)
+        elif kind == "status" and content["execution_state"] == "idle":
+            break
+    while (reply := client.get_shell_msg(timeout=60))["parent_header"].get("msg_id") != msg_id:
+        pass  # an earlier request's reply
+    return reply["content"]["status"], text, errors
+
+
+def test_in_a_live_kernel_a_mistake_and_an_interrupt_are_one_line_and_free_the_folder(tmp_path):
+    """In Jupyter, as a learner reruns and interrupts cells: one line each, no traceback, and the folder of
+    the run that stopped is no longer locked although the kernel lives on."""
+    jupyter_client = pytest.importorskip("jupyter_client")
+    from colorlab import files
+
+    manager, client = jupyter_client.manager.start_new_kernel(
+        kernel_name="python3", cwd=str(ROOT), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out = tmp_path / "run"
+    try:
+        status, text, errors = run_cell(client, f"""
+from colorlab import files, settings, training
+OVERWRITE = False
+config = settings.apply(globals())
+out_dir = files.prepare_out_dir({str(out)!r}, "beta", OVERWRITE, resume=False)
+files.write_json(out_dir / "metrics.json", {{}})""")
+        assert status == "ok", (text, errors)
+        rerun = f"files.prepare_out_dir({str(out)!r}, 'beta', OVERWRITE, False)"  # the cell, run again
+        status, text, errors = run_cell(client, rerun)
+        assert (status, errors) == ("error", [])  # the cell fails (Run All stops), with no traceback
+        assert text == (f"error: {out} already holds the results of an earlier beta run: OVERWRITE = True in "
+                        f"the parameters cell replaces them, RESUME = True in the parameters cell continues "
+                        f"it, or choose another OUT_DIR\n")
+        files.lock(out)  # the kernel lives on, but its run is over: another process may use the folder
+        files.unlock(out)
+        status, text, errors = run_cell(client, f"""
+import time
+out_dir = files.prepare_out_dir({str(out)!r}, "beta", True, resume=False)
+(out_dir / "backup").mkdir()
+with training.stops(out_dir / "backup"):
+    time.sleep(30)""", interrupt_after=3, manager=manager)
+        assert (status, errors) == ("error", [])
+        assert text == f"interrupted: 0 epochs are saved in {out / 'backup'}\n"
+        files.lock(out)
+        files.unlock(out)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)

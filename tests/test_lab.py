@@ -97,7 +97,7 @@ def test_batches_convert_as_single_photos():
 
 
 # ----------------------------------------------------------------------------------------------------
-# YUV (BT.601): y in [0, 1], uv = (U / 0.436, V / 0.615), so that the RGB cube fills [-1, 1]
+# YUV (BT.601): y in [0, 1], uv = (U / 0.52, V / 0.73): the extreme colours at about +-0.84, as in Lab
 
 
 def test_y_uv_is_scikit_image_s_yuv_scaled_both_ways():
@@ -117,14 +117,16 @@ def test_yuv_matches_the_bt601_formulas():
     y, uv = lab.rgb_to_y_uv(rgb)
     np.testing.assert_allclose(y[..., 0], luma, atol=1e-6)
     differences = np.stack([0.492 * (b - luma), 0.877 * (r - luma)], -1)
-    np.testing.assert_allclose(uv * [0.436, 0.615], differences, atol=2e-3)
+    np.testing.assert_allclose(uv * [0.52, 0.73], differences, atol=2e-3)
 
 
-@pytest.mark.parametrize("rgb, expected_uv", [((0, 0, 1), (1, -0.163)), ((1, 1, 0), (-1, 0.163)),
-                                              ((1, 0, 0), (-0.337, 1)), ((0, 1, 1), (0.337, -1))])
-def test_yuv_scaling_puts_the_extreme_colors_at_plus_or_minus_one(rgb, expected_uv):
+@pytest.mark.parametrize("rgb, expected_uv", [((0, 0, 1), (0.838, -0.137)), ((1, 1, 0), (-0.838, 0.137)),
+                                              ((1, 0, 0), (-0.283, 0.842)), ((0, 1, 1), (0.283, -0.842))])
+def test_yuv_scaling_leaves_the_same_headroom_as_lab(rgb, expected_uv):
     _, uv = lab.rgb_to_y_uv(np.array([[rgb]], dtype=np.float32))
     np.testing.assert_allclose(uv[0, 0], expected_uv, atol=1e-3)
+    _, ab = lab.rgb_to_l_ab(np.array([[(0, 0, 1), (1, 0, 0), (0, 1, 0), (1, 1, 0)]], dtype=np.float32))
+    assert 0.8 < np.abs(ab).max() < 0.87  # Lab's /128: the most saturated sRGB colours stay short of 1
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from colorlab import UserError, coloring, files, images, training
+from colorlab import UserError, coloring, files, images, plots, training
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
@@ -215,6 +215,16 @@ def test_result_grid_colors_with_the_model_it_is_given(tmp_path, monkeypatch):
     grid = training.ResultGrid(tmp_path, ["x"], [photo], model=generator, multiple=4, color_space="yuv")
     tiny_model().fit(Pairs(), epochs=1, verbose=0, callbacks=[grid])
     assert used == [(generator, {"multiple": 4, "color_space": "yuv"})]
+
+
+def test_in_jupyter_the_grids_of_the_first_last_and_every_fifth_epoch_show_as_training_goes(tmp_path,
+                                                                                             monkeypatch):
+    shown = []
+    monkeypatch.setattr(coloring, "colorize", lambda model, rgbs, **kw: rgbs)
+    monkeypatch.setattr(plots, "save_columns", lambda path, columns, names, show: shown.append(show))
+    grid = training.ResultGrid(tmp_path, ["x"], [np.full((8, 8, 3), 0.5, np.float32)])
+    tiny_model().fit(Pairs(), epochs=12, verbose=0, callbacks=[grid])
+    assert [epoch for epoch, show in enumerate(shown, start=1) if show] == [1, 5, 10, 12]
 
 
 def test_what_tensorboard_writes_is_owned_so_overwrite_may_replace_it(tmp_path):

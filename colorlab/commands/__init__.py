@@ -10,19 +10,8 @@ result grids and for these commands alike). Each reports a problem as one line t
 setting, and exits with 2 for a usage or fatal error, 1 if some photos failed, 0 otherwise.
 """
 
-import os
-
 from colorlab import files
-
-# TensorFlow's C++ start-up messages are noise in a command's output (set before Keras is first imported).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def unlock(folder):
-    """Release ``files.lock``'s lock on ``folder``: a command done, in a notebook whose kernel lives on."""
-    descriptor = files._locks.pop(os.path.realpath(folder), None)
-    if descriptor is not None:
-        os.close(descriptor)
+from colorlab.files import unlock  # noqa: F401 (the commands' and tests' name for it)
 
 
 def write_text(path, text):

@@ -21,6 +21,11 @@ else 8). A model that needs another multiple (a gan model copied without its ``s
 tried on small inputs to find it. Any model from ``l`` (batch, height, width, 1) to ``ab`` (batch,
 height, width, 2) works; the full stage's ``model.keras`` holds its classifier and works alone.
 
+Three threads share the work, so that the network seldom waits: one reads each photo (8-bit) and
+prepares what the network sees, the main one runs the network on the photos ready (up to ``--batch`` at
+once), and one finishes each photo at full resolution and writes it. Queues of one photo between them
+keep the memory flat, however many photos there are.
+
 What it never does: replace a photo (even on a file system that does not tell ``Photo.JPG`` from
 ``Photo.jpg``), replace an output without ``--overwrite``, write through a symbolic link planted in the
 output folder, write black photos for a model that predicts NaN, or leave a half-written file (each is
@@ -44,8 +49,9 @@ DEFAULT_SIZE = 256  # working size when none is given and the model has no setti
 MULTIPLE = 8  # three stride-2 layers: the working size is padded to a multiple of 2**3
 MAX_SIZE = 8192  # the largest working size (as the stages' IMAGE_SIZE)
 MAX_MULTIPLE = 1024
-BATCH = 8  # photos per model call
-MAX_BATCH_PIXELS = 12_000_000  # photos loaded at once, in pixels: each costs ~40 bytes at full size
+BATCH = 8  # photos per model call, at most (evaluate)
+PIPELINE_BATCH = 1  # colorize: a photo per call keeps reading and writing busy while the network works
+MAX_BATCH_PIXELS = 12_000_000  # photos in one model call, in pixels at full size (3 bytes each, 8-bit)
 MAX_WORKING_PIXELS = coloring.MAX_BATCH_PIXELS  # pixels the model sees at once: ~120 bytes each in flight
 MAX_SETTINGS_BYTES = 256 * 1024  # a stage's settings.json is a few hundred bytes
 FORMATS = ("png", "jpg", "webp", "tif", "bmp")
@@ -209,7 +215,8 @@ def resolve_settings(model_path, size=None, multiple=None, color_space=None, war
 
 
 class Colorer:
-    """A model and its settings, colouring lists of photos with :func:`colorlab.coloring.colorize`.
+    """A model and its settings, colouring photos with :mod:`colorlab.coloring`: all at once
+    (``colorer(rgbs)``, which is :func:`~colorlab.coloring.colorize`), or in its three steps, as :func:`run`.
 
     A model that does not return its input's size at the multiple it was given (a gan model copied without
     its ``settings.json``, a wrong ``--multiple``) is tried on small inputs once: if another multiple fits,
@@ -224,8 +231,31 @@ class Colorer:
         self.inferred = False
 
     def __call__(self, rgbs):
+        return self._guarded(lambda model: coloring.colorize(model, rgbs, self.size, self.multiple,
+                                                             self.color_space))
+
+    def prepare(self, rgb):
+        """Step 1, for one photo: what the model sees of it (and the multiple it was padded to)."""
+        return coloring.prepare(rgb, self.size, self.multiple, self.color_space), self.multiple
+
+    def predict(self, rgbs, prepared):
+        """Step 2: the model's ab for each photo, from ``prepared`` (done again if the multiple changed)."""
+        return self._guarded(lambda model: coloring.predict_ab(model, [
+            work if multiple == self.multiple else self.prepare(rgb)[0] for rgb, (work, multiple) in
+            zip(rgbs, prepared)]))
+
+    def finish(self, rgb, ab):
+        """Step 3, for one photo: its colours at its own size."""
+        return coloring.finish(rgb, ab, self.color_space)
+
+    def working_pixels(self, rgb):
+        """The pixels the model sees for this photo (its padded working size)."""
+        return working_pixels(rgb.shape[0], rgb.shape[1], self.size, self.multiple)
+
+    def _guarded(self, call):
+        """``call(model)``, the model's output checked; a size mismatch retried once at the multiple found."""
         try:
-            return coloring.colorize(_Guarded(self.model), rgbs, self.size, self.multiple, self.color_space)
+            return call(_Guarded(self.model))
         except SizeMismatch as error:
             if self.inferred:
                 raise self._cannot(error, self.multiple) from None
@@ -236,13 +266,9 @@ class Colorer:
             self.note(f"{self.name} does not keep the size of inputs padded to multiples of {tried}; it does "
                       f"for multiples of {found}: using --multiple {found}")
             self.multiple = found
-            return self(rgbs)
+            return self._guarded(call)
         except ModelError as error:  # NotANumber
             raise UserError(f"{self.name}: {error.problem}") from None
-
-    def working_pixels(self, rgb):
-        """The pixels the model sees for this photo (its padded working size)."""
-        return working_pixels(rgb.shape[0], rgb.shape[1], self.size, self.multiple)
 
     def _cannot(self, error, found):
         if found is None:
@@ -311,7 +337,8 @@ def link_on_the_way(out_dir, target):
 # The command
 
 
-def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=None, fmt="png", overwrite=False):
+def run(paths, model_path, out_dir, size=None, batch=PIPELINE_BATCH, multiple=None, fmt="png",
+        overwrite=False):
     """Colour every photo in ``paths`` into ``out_dir``; returns the exit status (1 if any photo failed)."""
     from tqdm import tqdm
 
@@ -346,46 +373,208 @@ def run(paths, model_path, out_dir, size=None, batch=BATCH, multiple=None, fmt="
 
     print(f"colouring {plural(len(jobs), 'photo')} with {model_path} (working size {size}) into {out_dir}",
           flush=True)
-    done, written = 0, {}  # written: identity -> the photo whose colour version it is
+    counts, written = {"done": 0, "skipped": skipped}, {}  # written: identity -> the photo coloured in it
+
+    def write(job, rgb):  # in the writing thread, one photo at a time
+        photo, target = job
+        other = written.get(identity(target) or target)
+        if problem := _refusal(photo, target, out_dir, inputs, other, written=True):
+            raise _Failed(problem)
+        if os.path.lexists(target) and not overwrite:  # it appeared since: someone else's
+            counts["skipped"] += 1
+        else:
+            _write(target, rgb)
+            written[identity(target) or target] = photo
+            counts["done"] += 1
+
     with tqdm(total=len(jobs), unit="photo", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
-        def failed(job, error):
-            failures.append(str(error))
-            tqdm.write(f"failed: {error}", file=sys.stderr)
-            bar.update()
+        def failed(problem):
+            failures.append(problem)
+            tqdm.write(f"failed: {problem}", file=sys.stderr)
 
-        for loaded in batches(jobs, lambda job: images.load(job[0]), batch, on_error=failed,
-                              working=colorer.working_pixels):
-            for (photo, target), rgb in _colorize_each(colorer, loaded):
-                try:
-                    if isinstance(rgb, Exception):
-                        raise rgb
-                    other = written.get(identity(target) or target)
-                    problem = _refusal(photo, target, out_dir, inputs, other, written=True)
-                    if problem:
-                        raise _Failed(problem)
-                    if os.path.lexists(target) and not overwrite:  # it appeared since: someone else's
-                        skipped += 1
-                    else:
-                        _write(target, rgb)
-                        written[identity(target) or target] = photo
-                        done += 1
-                except _Failed as error:
-                    failures.append(str(error))
-                    tqdm.write(f"failed: {error}", file=sys.stderr)
-                except files.WriteError as error:  # every next photo would fail the same way: stop
-                    raise _stopped(error, done, out_dir) from None
-                except (OSError, MemoryError) as error:
-                    problem = "too large for the memory available" if isinstance(error, MemoryError) else (
-                        f"cannot write {target} ({error.strerror or error})")
-                    failures.append(f"{photo}: {problem}")
-                    tqdm.write(f"failed: {photo}: {problem}", file=sys.stderr)
-                bar.update()
+        try:
+            pipeline(colorer, jobs, lambda job: images.load_8bit(job[0]), write, failed, bar.update, batch)
+        except files.WriteError as error:  # every next photo would fail the same way: stop
+            raise _stopped(error, counts["done"], out_dir) from None
 
-    summary = f"{done} colourised, {skipped} skipped, {len(failures)} failed"
-    if skipped:
+    summary = f"{counts['done']} colourised, {counts['skipped']} skipped, {len(failures)} failed"
+    if counts["skipped"]:
         summary += f" (skipped: their output already exists in {out_dir}; --overwrite replaces them)"
     print(summary + (":" if failures else "") + "".join(f"\n  {failure}" for failure in failures))
     return 1 if failures else 0
+
+
+def pipeline(colorer, jobs, load, write, failed, done, batch=PIPELINE_BATCH, max_pixels=MAX_BATCH_PIXELS,
+             max_working=MAX_WORKING_PIXELS):
+    """Colour ``jobs`` in three threads at once, so that reading and writing photos overlap the network: one
+    reads each photo (``load(job)``, 8-bit RGB) and prepares it (:meth:`Colorer.prepare`); this one runs the
+    network on the photos ready, up to ``batch`` per call (fewer once they hold ``max_pixels`` pixels, or
+    ``max_working`` at the working size); one finishes each photo and passes it to ``write(job, rgb)``.
+    Between them, queues of at most ``max_pixels`` pixels (or one photo): the memory stays flat, whatever
+    the number of photos.
+
+    A photo that cannot be read, coloured or written goes to ``failed(one line)`` and the others go on;
+    ``done()`` is called once per photo, failed or not. A ``files.WriteError`` (a full disk), a UserError (a
+    model that predicts NaN) or Ctrl-C stops it all, once the photos already coloured are written.
+    """
+    import threading
+
+    _give_back_freed_memory()
+    lock, stop, fatal = threading.Lock(), threading.Event(), []
+    ready, coloured = _Photos(max_pixels, stop), _Photos(max_pixels, stop)
+
+    def report(problem=None):  # from any of the threads
+        with lock:
+            if problem is not None:
+                failed(problem)
+            done()
+
+    def read():
+        try:
+            for job in jobs:
+                if not ready.room():  # waits: the next photo is read only when the queue has room for it
+                    return
+                try:
+                    rgb = load(job)
+                except images.ImageError as error:
+                    report(str(error))
+                    continue
+                ready.put((job, rgb, colorer.prepare(rgb)), rgb.shape[0] * rgb.shape[1])
+        except BaseException as error:  # a bug, or memory: raised in the main thread
+            ready.put(error)
+        ready.put(_END)
+
+    def finish_and_write():
+        while (item := coloured.get(until_stop=False)) is not _END:
+            (photo, target), rgb, ab = item
+            del item  # the photo is freed once finished, before its colours are written
+            try:
+                if isinstance(ab, MemoryError):
+                    raise ab
+                rgb = colorer.finish(rgb, ab)
+                write((photo, target), rgb)
+                report()
+            except _Failed as error:
+                report(str(error))
+            except (OSError, MemoryError) as error:
+                report(f"{photo}: " + ("too large for the memory available" if isinstance(error, MemoryError)
+                                       else f"cannot write {target} ({error.strerror or error})"))
+            except BaseException as error:  # a full disk (files.WriteError) or a bug: raised in the main one
+                fatal.append(error)
+                return stop.set()
+            finally:
+                rgb = ab = None
+
+    reader = threading.Thread(target=read, name="colorize-read", daemon=True)
+    writer = threading.Thread(target=finish_and_write, name="colorize-write", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        pending = ready.get()
+        while pending is not _END and not stop.is_set():
+            if isinstance(pending, BaseException):
+                raise pending
+            group, pending = [pending], None
+            while len(group) < batch and (pending := ready.get(wait=False)) is not None:
+                if pending is _END or isinstance(pending, BaseException) or _too_many(
+                        group + [pending], colorer, max_pixels, max_working):
+                    break  # kept for the next call
+                group.append(pending)
+                pending = None
+            for item in _predict_each(colorer, group):
+                if coloured.room():
+                    coloured.put(item, item[1].shape[0] * item[1].shape[1])
+            group = item = None
+            pending = ready.get() if pending is None else pending
+    except BaseException:
+        stop.set()  # the reader stops; the writer still writes the photos coloured so far
+        raise
+    finally:
+        coloured.put(_END)
+        writer.join()
+        stop.set()
+        reader.join(timeout=5)
+    if fatal:
+        raise fatal[0]
+
+
+_END = object()  # the last item of a queue
+
+
+def _give_back_freed_memory(threshold=4 << 20):
+    """Have the C library map arrays of ``threshold`` bytes or more on their own, so that each is given back
+    to the system when freed. glibc's malloc otherwise raises that threshold as big blocks are freed, then
+    keeps what the threads free for later (here, photo-sized holes in several of its arenas): the colorize
+    command's memory would grow by a few photos. Elsewhere (macOS, Windows) nothing to do."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-3, threshold)  # M_MMAP_THRESHOLD, fixed: no longer raised
+    except Exception:  # no glibc here
+        pass
+
+
+class _Photos:
+    """A queue of photos between two threads, bounded by their pixels: ``room()`` waits while it holds
+    ``limit`` pixels or more, so that a thread reads or passes on a photo only when there is room for it."""
+
+    def __init__(self, limit, stop):
+        import collections
+        import threading
+
+        self.items, self.pixels, self.limit, self.stop = collections.deque(), 0, limit, stop
+        self.changed = threading.Condition()
+
+    def room(self):
+        """Wait until the queue holds fewer than ``limit`` pixels; False if the run stopped meanwhile."""
+        with self.changed:
+            while self.pixels >= self.limit and not self.stop.is_set():
+                self.changed.wait(0.1)
+            return not self.stop.is_set()
+
+    def put(self, item, pixels=0):
+        with self.changed:
+            self.items.append((item, pixels))
+            self.pixels += pixels
+            self.changed.notify_all()
+
+    def get(self, wait=True, until_stop=True):
+        """The next item: None if there is none and ``wait`` is False; ``_END`` once the run stops (unless
+        ``until_stop`` is False: the writer writes what was coloured before a stop)."""
+        with self.changed:
+            while not self.items:
+                if not wait:
+                    return None
+                if until_stop and self.stop.is_set():
+                    return _END
+                self.changed.wait(0.1)
+            item, pixels = self.items.popleft()
+            self.pixels -= pixels
+            self.changed.notify_all()
+            return item
+
+
+def _too_many(group, colorer, max_pixels, max_working):
+    """Whether ``group`` of (job, rgb, prepared) holds more than one model call should take."""
+    pixels = sum(rgb.shape[0] * rgb.shape[1] for _, rgb, _ in group)
+    working = sum(colorer.working_pixels(rgb) for _, rgb, _ in group)
+    return len(group) > 1 and (pixels > max_pixels or working > max_working)
+
+
+def _predict_each(colorer, group):
+    """(job, rgb, ab) for each photo of ``group``; if the model runs out of memory on them all, one photo at a
+    time, and a photo that alone does not fit gets its MemoryError in place of ab."""
+    try:
+        predicted = colorer.predict([rgb for _, rgb, _ in group], [prepared for *_, prepared in group])
+        return [(job, rgb, ab) for (job, rgb, _), ab in zip(group, predicted)]
+    except MemoryError:
+        results = []
+        for job, rgb, prepared in group:
+            try:
+                results.append((job, rgb, colorer.predict([rgb], [prepared])[0]))
+            except MemoryError as error:
+                results.append((job, rgb, error))
+        return results
 
 
 def _refusal(photo, target, out_dir, inputs, other, written=False):
@@ -470,23 +659,6 @@ def batches(items, load, size=BATCH, max_pixels=MAX_BATCH_PIXELS, on_error=None,
         yield batch
 
 
-def _colorize_each(colorer, loaded):
-    """(job, rgb) for each loaded photo, in one batch; if the batch runs out of memory, one photo at a time,
-    and a photo that alone does not fit gets its MemoryError in place of rgb."""
-    if not loaded:
-        return []
-    try:
-        return list(zip([job for job, _ in loaded], colorer([rgb for _, rgb in loaded])))
-    except MemoryError:
-        results = []
-        for job, rgb in loaded:
-            try:
-                results.append((job, colorer([rgb])[0]))
-            except MemoryError as error:
-                results.append((job, error))
-        return results
-
-
 def positive_int(text, largest=None):
     """An argparse type: a whole number of at least 1 (and at most ``largest``)."""
     try:
@@ -521,8 +693,9 @@ def main(argv=None):
     parser.add_argument("--size", type=size_argument, metavar="PIXELS",
                         help="working size, the shorter side the model sees (default: the IMAGE_SIZE in the "
                         f"settings.json beside the model, else {DEFAULT_SIZE})")
-    parser.add_argument("--batch", type=positive_int, default=BATCH,
-                        help=f"photos per model call (default {BATCH}; fewer when they are large)")
+    parser.add_argument("--batch", type=positive_int, default=PIPELINE_BATCH,
+                        help=f"photos per model call, at most, of those read and waiting (default "
+                        f"{PIPELINE_BATCH}: on a CPU batches are no faster; more may help a GPU)")
     parser.add_argument("--multiple", type=multiple_argument,
                         help="pad the working size to a multiple of this (default: the MULTIPLE in the "
                         f"settings.json beside the model, else {MULTIPLE}: three stride-2 layers; a model "
@@ -612,12 +785,11 @@ class _Guarded:
 
 
 def run_model(model, batch):
-    """``model(batch)`` as a float32 NumPy array. A model that fails at this input size (a U-Net whose skip
-    connections no longer line up) is a :class:`SizeMismatch`; running out of memory is a MemoryError."""
-    import keras
-
+    """The model's output for ``batch`` (:func:`colorlab.coloring.forward`), as a float32 NumPy array. A model
+    that fails at this input size (a U-Net whose skip connections no longer line up) is a
+    :class:`SizeMismatch`; running out of memory is a MemoryError."""
     try:
-        return np.asarray(keras.ops.convert_to_numpy(model(batch, training=False)), dtype=np.float32)
+        return coloring.forward(model, batch)
     except MemoryError:
         raise
     except Exception as error:  # each backend has its own error types for shapes that do not fit
