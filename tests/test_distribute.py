@@ -1,7 +1,8 @@
 """Several devices and several processes (``DEVICES``, ``NUM_PROCESSES``; colorlab/distribute.py), on this
 machine's CPU: two virtual devices give the same losses and weights as one device with the same global batch,
 and two JAX processes on the loopback address train together, survive the loss of one of them in one line, and
-resume. Slow (each run is a fresh Python): under the ``backends`` marker, which CI runs after installing JAX.
+resume. Slow (each run is a fresh Python, minutes in all): they run only with ``-m backends``, as CI runs them
+after installing JAX; a plain ``python -m pytest`` skips them (and runs the one-line errors at the end).
 
 Tolerances, calibrated on this project's 2-core CPU: two devices against one, after 3 or 4 Adam steps of beta,
 the losses differed by at most 1.2e-7 relatively and the weights and the optimizer's state by at most 1.6e-8
@@ -34,8 +35,11 @@ KEEP_WEIGHTS = ("import runpy, sys, numpy as np; keep = sys.argv.pop(1); "
                 "np.savez(keep, *stage['model'].get_weights())")
 
 
-def needs_jax():
-    if importlib.util.find_spec("jax") is None:
+def only_when_asked(request, jax=True):
+    """Skip unless run with ``-m backends`` (and, if ``jax``, unless JAX is installed)."""
+    if "backends" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("minutes of fresh Pythons: `python -m pytest -m backends` runs it, as CI does")
+    if jax and importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed")
 
 
@@ -58,11 +62,11 @@ def arrays(path):
 
 @pytest.mark.backends
 @pytest.mark.parametrize("backend, steps, epochs", [("jax", 2, 2), ("tensorflow", 1, 3)])
-def test_two_virtual_devices_train_as_one_device_with_the_same_global_batch(backend, steps, epochs, tmp_path):
+def test_two_virtual_devices_train_as_one_device_with_the_same_global_batch(backend, steps, epochs, tmp_path,
+                                                                              request):
     # TensorFlow: one batch per epoch, as its MirroredStrategy path in Keras draws the batches of an epoch in
     # another order than one device does (an extra shuffle at the start); the crops are the same.
-    if backend == "jax":
-        needs_jax()
+    only_when_asked(request, jax=backend == "jax")
     runs = {}
     for count in (1, 2):
         out = tmp_path / f"devices{count}"
@@ -91,12 +95,12 @@ def free_port():
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, request):
     """Two JAX processes on 127.0.0.1 train beta for 3 epochs; process 1 is killed once epoch 1 is saved, then
     the pair is started again with --RESUME=True and trains epochs 2 and 3. A dict: "status" (the survivor's
     exit status), "seconds" (from the kill to its exit), "saved" (epochs saved then), "after" (OUT_DIR's paths
     then), "logs" ((run, process) -> output), "pids" (process 0's, per run), "out", "root"."""
-    needs_jax()
+    only_when_asked(request)
     root = tmp_path_factory.mktemp("pair")
     out, logs, pids = root / "out", {}, []
     for run, extra in enumerate([[], ["--RESUME=True"]]):

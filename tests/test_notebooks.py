@@ -79,8 +79,7 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
 def test_executed_copy_was_run_from_the_current_source(source):
     path = notebooks.executed_path(ROOT / source)
     command = f"{notebooks.COMMAND} {notebooks.name(source)}"
-    if not path.exists():  # visible in every run's summary (-ra), until it is made
-        pytest.skip(f"{source} has no executed copy yet: run `{command}`")
+    assert path.exists(), f"{source} has no executed copy: run `{command}`"
     path = path.relative_to(ROOT)
     assert not notebooks.executed_stale(ROOT / source), \
         f"{path} was run from another version of {source}: run `{command}`"
