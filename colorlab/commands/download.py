@@ -182,7 +182,7 @@ def unpack(archive, dest, info=None, progress=None):
         entries = list(work.iterdir())
         alone = len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink()
         content = entries[0] if alone else work
-        unpacked = [e for e in _entries(content) if e not in (MARKER, MANIFEST)]
+        unpacked = [e for e in files._entries(content) if e not in (MARKER, MANIFEST)]
         write_text(content / MANIFEST, "".join(json.dumps(e) + "\n" for e in unpacked))
         files.write_json(content / MARKER, {
             **(info or {}), "archive": archive.name, "bytes": compressed, "md5": file_md5(archive),
@@ -299,7 +299,7 @@ def check_replaceable(dest, url, overwrite=False):
     complete download of this script (its marker, its manifest and the files the manifest lists), or if it
     would replace such a download without ``overwrite``. An empty or missing folder is always fine."""
     dest = Path(dest)
-    entries = _entries(dest) if dest.is_dir() else []
+    entries = files._entries(dest) if dest.is_dir() else []
     if not entries:
         return
     marker = read_marker(dest)
@@ -483,17 +483,6 @@ def _download_once(url, part, timeout, progress):
             raise UserError(f"{part}: cannot write the download ({error.strerror or error})") from None
     if total is not None and received != total:
         raise _Dropped(f"{url}: the connection dropped after {_mib(received)} of {_mib(total)}")
-
-
-def _entries(folder):
-    """Every file (and link, and other non-folder) under ``folder``, as a sorted relative path with /;
-    links to folders are listed, never followed."""
-    found = []
-    for root, dirs, names in os.walk(folder):
-        base = Path(root).relative_to(folder)
-        found += [(base / n).as_posix() for n in names]
-        found += [(base / d).as_posix() for d in dirs if (Path(root) / d).is_symlink()]
-    return sorted(found)
 
 
 def _brief(value):
