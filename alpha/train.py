@@ -19,9 +19,10 @@
 # generated from this file.
 #
 # On a computer without an NVIDIA GPU, TensorFlow (Keras's default backend) says so when it starts:
-# "Could not find cuda drivers on your machine, GPU will not be used", twice, each after a "WARNING: All
-# log messages before absl::InitializeLog()" line. They are harmless; the first cell below hides
-# TensorFlow's other C++ messages (`TF_CPP_MIN_LOG_LEVEL`; set it to "0" to see them all).
+# "Could not find cuda drivers on your machine, GPU will not be used", after a "WARNING: All log
+# messages before absl::InitializeLog()" line. They are harmless; `colorlab.start_keras()` in the first
+# cell below shows them once (TensorFlow prints them twice) and hides TensorFlow's other C++ messages
+# (`TF_CPP_MIN_LOG_LEVEL`; set it to "0" in your shell to see them all).
 
 # %% [markdown]
 # ## What to expect
@@ -32,16 +33,16 @@
 #
 # ![alpha: grey input, colourised, original](../docs/alpha_result.jpg)
 #
-# That took 10 minutes on this project's 2-core CPU while other jobs kept it busy (load average 8 to
-# 11); the losses do not depend on the load. Every output of that run is in
+# That took 147 s on this project's idle 2-core CPU (1000 epochs in 135 s of it); on a busy machine it
+# takes longer, the losses do not change. Every output of that run is in
 # [docs/executed/alpha.ipynb](../docs/executed/alpha.ipynb).
 
 # %%
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before Keras starts TensorFlow: see above
 import time
 
+import colorlab
+
+colorlab.start_keras()  # TensorFlow's start-up lines once, its other C++ messages off (see above)
 import keras
 import numpy as np
 from keras import layers

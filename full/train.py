@@ -29,15 +29,16 @@
 #    than the colouriser, so most of the training time went to recomputing the same numbers. Here
 #    each photo's embedding is computed once and kept on disk.
 #
-# Run it from the repository root with `python full/train.py` (16 minutes with the 7 sample photos,
-# measured on a 2-core CPU busy with other jobs), or `python full/train.py --help` to list the settings.
+# Run it from the repository root with `python full/train.py` (4.5 minutes with the 7 sample photos on
+# an idle 2-core CPU, once their embeddings are cached), or `python full/train.py --help` for the settings.
 # `full/README.md` shows what to expect and gives the settings for a real dataset. In Jupyter, open
 # `full/train.ipynb`: it is generated from this file.
 #
 # On a computer without an NVIDIA GPU, TensorFlow (Keras's default backend) says so when it starts:
-# "Could not find cuda drivers on your machine, GPU will not be used", twice, each after a "WARNING: All
-# log messages before absl::InitializeLog()" line. They are harmless; the first cell below hides
-# TensorFlow's other C++ messages (`TF_CPP_MIN_LOG_LEVEL`; set it to "0" to see them all).
+# "Could not find cuda drivers on your machine, GPU will not be used", after a "WARNING: All log
+# messages before absl::InitializeLog()" line. They are harmless; `colorlab.start_keras()` in the first
+# cell below shows them once (TensorFlow prints them twice) and hides TensorFlow's other C++ messages
+# (`TF_CPP_MIN_LOG_LEVEL`; set it to "0" in your shell to see them all).
 
 # %% [markdown]
 # ## What to expect
@@ -58,17 +59,17 @@
 #
 # ![full with random classifier weights: the two validation photos](../docs/full_result.jpg)
 #
-# That took 15 minutes on this project's 2-core CPU while other jobs kept it busy (load average 5 to
-# 8), with the 7 embeddings already in `EMBEDDING_CACHE`; the losses do not depend on the load. Every
-# output of that run is in [docs/executed/full.ipynb](../docs/executed/full.ipynb).
+# That took 267 s on this project's idle 2-core CPU (243 s of training), with the 7 embeddings already
+# in `EMBEDDING_CACHE`; on a busy machine it takes longer, the losses do not change. Every output of that
+# run is in [docs/executed/full.ipynb](../docs/executed/full.ipynb).
 
 # %%
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before Keras starts TensorFlow: see above
 import time
 from pathlib import Path
 
+import colorlab
+
+colorlab.start_keras()  # TensorFlow's start-up lines once, its other C++ messages off (see above)
 import keras
 import numpy as np
 from keras import layers
@@ -460,6 +461,7 @@ complete = keras.Model(photo_l, same_layers((photo_l, embed(photo_l))), name="fu
 with devices.scope():  # the optimizer's state too, on every device
     colorizer.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse", jit_compile=JIT_COMPILE)
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
+train.epoch = training.saved_epochs(out_dir / "backup")  # resumed: the crops go on where they stopped
 start = time.perf_counter()
 with training.stops(out_dir / "backup"):  # Ctrl-C or NaN: one line that says what is saved
     colorizer.fit(train, validation_data=devices.whole(validation), epochs=EPOCHS, callbacks=[

@@ -44,15 +44,16 @@
 # networks, two losses and two optimizers, as in the GAN examples of keras.io. It takes its gradients
 # with TensorFlow's `GradientTape`, so this stage runs on TensorFlow, Keras's default backend.
 #
-# Run it from the repository root with `python gan/train.py` (about 5 minutes on a 2-core laptop CPU,
+# Run it from the repository root with `python gan/train.py` (3 to 5 minutes on a 2-core laptop CPU,
 # with the 7 sample photos), or `python gan/train.py --help` to list the settings. `gan/README.md`
 # gives the settings for a real dataset on a GPU. In Jupyter, open `gan/train.ipynb`: it is generated
 # from this file.
 #
 # On a computer without an NVIDIA GPU, TensorFlow (Keras's default backend) says so when it starts:
-# "Could not find cuda drivers on your machine, GPU will not be used", twice, each after a "WARNING: All
-# log messages before absl::InitializeLog()" line. They are harmless; the first cell below hides
-# TensorFlow's other C++ messages (`TF_CPP_MIN_LOG_LEVEL`; set it to "0" to see them all).
+# "Could not find cuda drivers on your machine, GPU will not be used", after a "WARNING: All log
+# messages before absl::InitializeLog()" line. They are harmless; `colorlab.start_keras()` in the first
+# cell below shows them once (TensorFlow prints them twice) and hides TensorFlow's other C++ messages
+# (`TF_CPP_MIN_LOG_LEVEL`; set it to "0" in your shell to see them all).
 
 # %% [markdown]
 # ## What to expect
@@ -69,17 +70,17 @@
 # ![gan: the losses per epoch](../docs/gan_loss.png)
 # ![gan: colourfulness per epoch](../docs/gan_colorfulness.png)
 #
-# That took 8 minutes on this project's 2-core CPU while other jobs kept it busy (load average 5 to
-# 8); the numbers do not depend on the load. Every output of that run is in
+# That took 202 s on this project's idle 2-core CPU (187 s of training); on a busy machine it takes
+# longer, the numbers do not change. Every output of that run is in
 # [docs/executed/gan.ipynb](../docs/executed/gan.ipynb).
 
 # %%
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before Keras starts TensorFlow: see above
 import math
 import time
 
+import colorlab
+
+colorlab.start_keras()  # TensorFlow's start-up lines once, its other C++ messages off (see above)
 import keras
 import numpy as np
 from keras import layers, ops
@@ -282,6 +283,7 @@ with devices.scope():  # the optimizer's state too, on every device
                       metrics=[colorfulness], jit_compile=JIT_COMPILE)
 colorizer = keras.Model(generator.input, generator.output, name="generator")  # same layers, never compiled
 names, rgbs = validation.examples(4)  # up to 4 whole validation photos, shorter side IMAGE_SIZE
+train.epoch = training.saved_epochs(out_dir / "backup" / "warmup")  # resumed: the crops go on from there
 start = time.perf_counter()
 with training.stops(out_dir / "backup" / "warmup"):  # Ctrl-C or NaN: one line that says what is saved
     generator.fit(train, validation_data=validation, epochs=WARMUP_EPOCHS, callbacks=[
@@ -496,6 +498,7 @@ with devices.scope():  # both optimizers' states, on every device
         g_optimizer=keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1),
         jit_compile=JIT_COMPILE,
     )
+train.epoch += max(0, training.saved_epochs(out_dir / "backup" / "gan") - WARMUP_EPOCHS)  # as above
 with training.stops(out_dir / "backup" / "gan"):
     model.fit(train, validation_data=validation, initial_epoch=WARMUP_EPOCHS, epochs=EPOCHS, callbacks=[
         keras.callbacks.CSVLogger(out_dir / "history.csv", append=True),

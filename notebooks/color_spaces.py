@@ -14,7 +14,10 @@
 # one photo three ways (RGB, Lab and YUV) and looks at what each channel holds.
 #
 # Run it in Jupyter (`notebooks/color_spaces.ipynb`), or `python notebooks/color_spaces.py`, which saves
-# the figure to `OUT_FILE`.
+# the figure to `OUT_FILE`. `colorlab` uses Keras, whose default backend, TensorFlow, says when it starts
+# on a computer without an NVIDIA GPU: "Could not find cuda drivers on your machine, GPU will not be
+# used", after a "WARNING: All log messages before absl::InitializeLog()" line. They are harmless;
+# `colorlab.start_keras()` in the first cell shows them once (TensorFlow prints them twice).
 
 # %% [markdown]
 # ## What to expect
@@ -27,6 +30,9 @@
 # %%
 from pathlib import Path
 
+import colorlab
+
+colorlab.start_keras()  # TensorFlow's start-up lines once (see above)
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LinearSegmentedColormap

@@ -1,6 +1,6 @@
 """The classroom assignments: each notebook matches its source, the student version holds no solution, and
 nbgrader's own commands grade three mock students as a teacher would (the `classroom` tests, minutes long:
-``python -m pytest -m classroom``)."""
+``python -m pytest -m classroom -n 0``)."""
 
 import copy
 import importlib.util

@@ -755,7 +755,11 @@ def test_batches_are_bounded_by_the_pixels_at_the_working_size_too(models, tmp_p
         calls.append([h8 * w8 for _, (h8, w8) in works])
         return [np.zeros((*l.shape[:2], 2), np.float32) for l, _ in works]  # only the batching is under test
 
+    def shape_only(rgb, size=None, multiple=8, color_space="lab"):  # the working shape, without making it
+        return np.zeros((1, 1, 1), np.float32), coloring.working_shape(*rgb.shape[:2], size, multiple)[1]
+
     monkeypatch.setattr(coloring, "predict_ab", spy)
+    monkeypatch.setattr(coloring, "prepare", shape_only)
     assert colorize.main(args_for(tmp_path / "in", models["loud"], tmp_path / "out", "--size", 3000)) == 0
     assert calls == [[3000 * 4504]] * 8  # 3000x4500 (padded to 4504) each: never two of them at once
     calls.clear()

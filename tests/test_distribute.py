@@ -38,7 +38,7 @@ KEEP_WEIGHTS = ("import runpy, sys, numpy as np; keep = sys.argv.pop(1); "
 def only_when_asked(request, jax=True):
     """Skip unless run with ``-m backends`` (and, if ``jax``, unless JAX is installed)."""
     if "backends" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("minutes of fresh Pythons: `python -m pytest -m backends` runs it, as CI does")
+        pytest.skip("minutes of fresh Pythons: `python -m pytest -m backends -n 0` runs it, as CI does")
     if jax and importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed")
 

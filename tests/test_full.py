@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from colorlab import coloring, embeddings, images, lab  # lab registers GreySRGB: nothing of full/ is imported
-from conftest import ROOT, messages, run_python
+from colorlab import UserError, coloring, embeddings, images, lab  # lab registers GreySRGB
+from conftest import ROOT, run_python, run_stage
 
 SAMPLES = ROOT / "data" / "samples"
 TINY = ["--CLASSIFIER=mobilenet_v3_small", "--CLASSIFIER_WEIGHTS=None", "--IMAGE_SIZE=32", "--EPOCHS=2",
@@ -105,10 +105,10 @@ def test_fusion_is_a_1x1_convolution_over_the_features_and_the_embedding_at_ever
     ("--CLASSIFIER_WEIGHTS=missing.weights.h5",
      "error: CLASSIFIER_WEIGHTS=missing.weights.h5: no such file; "),
 ])
-def test_a_bad_classifier_setting_is_one_line(tmp_path, setting, error):
-    result = run_python("full/train.py", setting, f"--OUT_DIR={tmp_path / 'out'}")
-    lines = messages(result.stderr)
-    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(error), lines
+def test_a_bad_classifier_setting_is_one_line(tmp_path, monkeypatch, setting, error):
+    with pytest.raises(UserError) as raised:  # which a terminal prints as one line (test_settings.py)
+        run_stage(monkeypatch, "full/train.py", setting, f"--OUT_DIR={tmp_path / 'out'}")
+    assert f"{raised.value.prefix}{raised.value}".startswith(error) and "\n" not in str(raised.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -27,6 +27,19 @@ TINY = {
 SOURCES = [source.relative_to(ROOT) for source in notebooks.sources()]
 
 
+def shown_twice(executed):
+    """What a learner would see twice: a figure displayed again (a figure object left as a cell's value, or
+    displayed twice), or TensorFlow's start-up block printed once per library."""
+    images = [o["data"].get("image/png") or o["data"]["image/jpeg"] for c in executed.cells
+              for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for c in executed.cells  # alone:
+             for o in c.get("outputs", []) if not {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    return ([f"figure {i + 1} again" for i, image in enumerate(images) if image in images[:i]]
+            + [text for text in texts if re.match(r"<Figure size", text)]
+            + ["TensorFlow's start-up block again"] * ("".join(texts).count("Could not find cuda driver") > 1)
+            + [text for text in texts if "More than 20 figures" in text])
+
+
 @pytest.mark.parametrize("source", SOURCES, ids=str)
 def test_notebook_matches_its_source(source):
     assert not notebooks.stale(ROOT / source), \
@@ -54,6 +67,7 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
     out.mkdir()
     executed = run_notebook(notebook, TINY[notebook](out), tmp_path / "executed.ipynb")
     assert sum(bool(cell.get("outputs")) for cell in executed.cells if cell.cell_type == "code") >= 2
+    assert shown_twice(executed) == []
     assert any(out.iterdir())  # the notebook wrote its results
     if notebook == "alpha/train.ipynb":
         metrics = json.loads((out / "metrics.json").read_text())
@@ -86,13 +100,14 @@ def test_executed_copy_was_run_from_the_current_source(source):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=str)
-def test_executed_copy_is_small_and_shows_no_error(source):
+def test_executed_copy_is_small_and_shows_no_error_and_each_figure_once(source):
     path = notebooks.executed_path(ROOT / source)
     if not path.exists():
         pytest.skip("no executed copy (the test above fails)")
     assert path.stat().st_size < 1_000_000, f"{path.name}: {path.stat().st_size:,} bytes"
     executed = nbformat.read(path, as_version=4)
     assert notebooks.problems(executed) == []
+    assert shown_twice(executed) == []
     figures = [o for c in executed.cells for o in c.get("outputs", []) if "image/jpeg" in o.get("data", {})
                or "image/png" in o.get("data", {})]
     assert figures, f"{path.name} shows no figure"
@@ -182,3 +197,18 @@ def test_a_figure_is_shrunk():
     width = notebooks.IMAGE_WIDTH
     assert mime == "image/jpeg" and shrunk.size == (width, round(200 * width / 800))  # the same shape
     assert len(base64.b64decode(data)) < len(png.getvalue()) / 4
+
+
+def test_a_figure_or_start_up_block_shown_twice_is_found():
+    image = {"output_type": "display_data", "metadata": {},
+             "data": {"image/png": "iVBOR", "text/plain": "<Figure size 640x480 with 1 Axes>"}}
+    left = {"output_type": "execute_result", "metadata": {}, "execution_count": 1,
+            "data": {"text/plain": "<Figure size 640x480 with 1 Axes>"}}
+    start = {"output_type": "stream", "name": "stderr", "text": "... Could not find cuda drivers on ...\n"}
+
+    def notebook(*outputs):
+        return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=list(outputs))])
+
+    assert shown_twice(notebook(image, start)) == []
+    assert shown_twice(notebook(image, image, left, start, start)) == [
+        "figure 2 again", left["data"]["text/plain"], "TensorFlow's start-up block again"]

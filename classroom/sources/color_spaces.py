@@ -26,9 +26,9 @@
 # | 4. The two predicted channels (written) | 3 |
 
 # %%
-import os
+import colorlab
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # colorlab imports Keras: TensorFlow's C++ log off
+colorlab.start_keras()  # Keras, with TensorFlow's start-up lines once and its other C++ messages off
 import numpy as np
 from skimage import color
 

@@ -28,9 +28,9 @@
 # | 4. The 2017 defect (written) | 2 |
 
 # %%
-import os
+import colorlab
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before Keras starts TensorFlow: its C++ log off
+colorlab.start_keras()  # Keras, with TensorFlow's start-up lines once and its other C++ messages off
 import keras
 import numpy as np
 from keras import layers
