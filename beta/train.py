@@ -48,7 +48,7 @@
 #
 # ![beta: training and validation loss per epoch](../docs/beta_loss.png)
 #
-# That took 272 s on this project's idle 2-core CPU (258 s of training); on a busy machine it takes
+# That took 223 s on this project's idle 2-core CPU (210 s of training); on a busy machine it takes
 # longer, the losses do not change. Every output of that run is in
 # [docs/executed/beta.ipynb](../docs/executed/beta.ipynb).
 
@@ -88,13 +88,10 @@ OUT_DIR = "outputs/beta"  # the checkpoint, result grids, logs, model and metric
 OVERWRITE = False  # True lets a new run replace the results already in OUT_DIR
 RESUME = False  # True continues an interrupted run from the last epoch saved in OUT_DIR
 DEVICES = "auto"  # "auto": every GPU here, data parallel (one: as usual); or a count (on a CPU: virtual)
-COORDINATOR = None  # several machines (JAX only): "host:port" of process 0, the same for every process
-NUM_PROCESSES = 1  # several machines: how many processes train together, one per machine
-PROCESS_ID = 0  # several machines: this one's number, 0 to NUM_PROCESSES - 1; 0 writes OUT_DIR
 
 # %%
 config = settings.apply(globals())  # --NAME=value from the terminal; checks every value (EPOCHS >= 1, ...)
-devices = distribute.Devices(DEVICES, COORDINATOR, NUM_PROCESSES, PROCESS_ID)  # one device: nothing changes
+devices = distribute.Devices(DEVICES, several_machines=True)  # one device: nothing changes
 settings.check(IMAGE_SIZE % 8 == 0,
                f"IMAGE_SIZE must be a multiple of 8 (three stride-2 layers), got {IMAGE_SIZE}")
 keras.utils.set_random_seed(SEED)
@@ -131,8 +128,7 @@ train, validation = data.from_folder(
     exclude=OUT_DIR,  # never train on this run's own pictures
 )
 train = devices.shard(train)  # several processes: each reads its own share of the photos and of each batch
-# never replaces what it did not write; only process 0 writes OUT_DIR
-out_dir = devices.prepare_out_dir(OUT_DIR, "beta", OVERWRITE, RESUME)
+out_dir = files.prepare_out_dir(OUT_DIR, "beta", OVERWRITE, RESUME)  # never replaces what it did not write
 l, ab = train[0]  # one batch of pairs: the input l and the target ab
 print(f"a batch: l {l.shape} in [{l.min():.2f}, {l.max():.2f}] (input), "
       f"ab {ab.shape} in [{ab.min():.2f}, {ab.max():.2f}] (target)")
@@ -233,9 +229,9 @@ model.summary()
 # copy of the weights and trains on its slice of every batch (`BATCH_SIZE` is the whole batch, split
 # between them); their gradients are averaged before each step, so it is the same training as on one
 # device, only spread out (JAX: `keras.distribution.DataParallel`; TensorFlow: its `MirroredStrategy`).
-# On JAX, `NUM_PROCESSES` processes, one per machine, train together: each reads its own share of the
-# photos, and only process 0 writes `OUT_DIR`. The README's "Several devices and machines" gives the
-# commands.
+# On JAX, several processes, one per machine, each started by `python -m colorlab.commands.launch ...
+# beta/train.py`, train together: each reads its own share of the photos, and only process 0 writes
+# `OUT_DIR`. The README's "Several devices and machines" gives the commands.
 
 # %%
 with devices.scope():  # the optimizer's state too, on every device

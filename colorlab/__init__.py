@@ -18,11 +18,15 @@ class UserError(Exception):
 def start_keras():
     """Import Keras with its backend's start-up lines shown once: TensorFlow's C++ code prints them before its
     log level applies, once for each of its two libraries (the stages' first cells name them)."""
-    if "keras" in sys.modules:
+    try:
+        stderr = None if "keras" in sys.modules else os.dup(2)
+    except OSError:  # no standard error to catch (pythonw): nothing is shown anyway
+        stderr = None
+    if stderr is None:
+        import keras  # noqa: F401
         return
     with tempfile.TemporaryFile() as log:
         sys.stderr.flush()
-        stderr = os.dup(2)
         os.dup2(log.fileno(), 2)
         try:
             import keras  # noqa: F401

@@ -14,15 +14,16 @@ from conftest import ROOT, run_python
 FRAMEWORK_IMPORT = re.compile(r"^\s*(import|from)\s+(tensorflow|torch|jax)\b|\btf\.", re.MULTILINE)
 # gan's train_step takes its gradients with tf.GradientTape, in view, as keras.io's GAN examples do: that
 # stage may import TensorFlow, for the tape only. colorlab/distribute.py calls each backend's own way of
-# training on several devices (that is its point): the backend Keras runs on, never another.
+# training on several devices (that is its point): the backend Keras runs on, never another; so does
+# colorlab/commands/launch.py, JAX's way of joining several machines, after checking that Keras runs on JAX.
 # Every other stage, and the rest of the package, use Keras alone.
 TENSORFLOW_STAGE = "gan/train.py"
-BACKENDS_MODULE = "colorlab/distribute.py"
+BACKENDS_MODULES = {"colorlab/distribute.py", "colorlab/commands/launch.py"}
 
 
 def test_stages_and_package_use_no_backend_directly():
     checked = sorted(ROOT.glob("*/train.py")) + sorted((ROOT / "colorlab").rglob("*.py"))
-    allowed = {TENSORFLOW_STAGE, BACKENDS_MODULE}
+    allowed = {TENSORFLOW_STAGE, *BACKENDS_MODULES}
     checked = [p for p in checked if p.relative_to(ROOT).as_posix() not in allowed]
     offenders = [p.relative_to(ROOT).as_posix() for p in checked if FRAMEWORK_IMPORT.search(p.read_text())]
     assert len(checked) > 8 and offenders == []

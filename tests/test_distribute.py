@@ -1,8 +1,9 @@
-"""Several devices and several processes (``DEVICES``, ``NUM_PROCESSES``; colorlab/distribute.py), on this
-machine's CPU: two virtual devices give the same losses and weights as one device with the same global batch,
-and two JAX processes on the loopback address train together, survive the loss of one of them in one line, and
-resume. Slow (each run is a fresh Python, minutes in all): they run only with ``-m backends``, as CI runs them
-after installing JAX; a plain ``python -m pytest`` skips them (and runs the one-line errors at the end).
+"""Several devices and several processes (``DEVICES``, colorlab/distribute.py; colorlab/commands/launch.py),
+on this machine's CPU: two virtual devices give the same losses and weights as one device with the same
+global batch, and two JAX processes on the loopback address train together, survive the loss of one of them
+in one line, and resume. Slow (each run is a fresh Python, minutes in all): they run only with ``-m
+backends``, as CI runs them after installing JAX; a plain ``python -m pytest`` skips them (and runs the
+one-line errors at the end).
 
 Tolerances, calibrated on this project's 2-core CPU: two devices against one, after 3 or 4 Adam steps of beta,
 the losses differed by at most 1.2e-7 relatively and the weights and the optimizer's state by at most 1.6e-8
@@ -23,16 +24,15 @@ import numpy as np
 import pytest
 
 from colorlab import distribute, files, training
+from colorlab.commands import launch
 from colorlab.settings import SettingsError
 from conftest import ROOT, messages, run_stage
 
 TINY = ["beta/train.py", "--IMAGE_SIZE=16", "--BATCH_SIZE=8", "--WORKERS=1"]
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
-# The stage, then its final weights (the best epoch's, as saved) into the file named first: what a process
-# holds in memory, which the processes other than 0 write nowhere else.
-KEEP_WEIGHTS = ("import runpy, sys, numpy as np; keep = sys.argv.pop(1); "
-                "stage = runpy.run_path('beta/train.py', run_name='__main__'); "
-                "np.savez(keep, *stage['model'].get_weights())")
+# Appended to a copy of the stage: its final weights (the best epoch's, as saved) into the file $KEEP_WEIGHTS
+# names, what a process holds in memory, which the processes other than 0 write nowhere else.
+KEEP_WEIGHTS = "\nimport os  # noqa: E402\nnp.savez(os.environ['KEEP_WEIGHTS'], *model.get_weights())\n"
 
 
 def only_when_asked(request, jax=True):
@@ -44,11 +44,11 @@ def only_when_asked(request, jax=True):
 
 
 def start(args, backend, log, keep=None):
-    """``python beta/train.py args`` (or, with ``keep``, through KEEP_WEIGHTS), its output in ``log``."""
-    command = [sys.executable, *map(str, args)] if keep is None else [
-        sys.executable, "-c", KEEP_WEIGHTS, str(keep), *map(str, args[1:])]
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **QUIET, "KERAS_BACKEND": backend},
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    """``python args`` (``beta/train.py ...``, or ``-m colorlab.commands.launch ...``), its output in ``log``;
+    ``keep``: where a stage that ends with KEEP_WEIGHTS saves its weights."""
+    env = {**os.environ, **QUIET, "KERAS_BACKEND": backend, "KEEP_WEIGHTS": str(keep)}
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
 
 
 def arrays(path):
@@ -103,10 +103,13 @@ def pair(tmp_path_factory, request):
     only_when_asked(request)
     root = tmp_path_factory.mktemp("pair")
     out, logs, pids = root / "out", {}, []
+    stage = root / "beta_keeping_its_weights.py"  # beta/train.py, then KEEP_WEIGHTS
+    stage.write_text((ROOT / "beta" / "train.py").read_text(encoding="utf-8") + KEEP_WEIGHTS)
     for run, extra in enumerate([[], ["--RESUME=True"]]):
-        args = [*TINY, "--STEPS_PER_EPOCH=4", "--EPOCHS=3", f"--OUT_DIR={out}", "--NUM_PROCESSES=2",
-                f"--COORDINATOR=127.0.0.1:{free_port()}", *extra]
-        processes = [start([*args, f"--PROCESS_ID={p}"], "jax", root / f"run{run}-{p}.log",
+        launcher = ["-m", "colorlab.commands.launch", f"--coordinator=127.0.0.1:{free_port()}",
+                    "--processes=2"]
+        args = [stage, *TINY[1:], "--STEPS_PER_EPOCH=4", "--EPOCHS=3", f"--OUT_DIR={out}", *extra]
+        processes = [start([*launcher, f"--process-id={p}", *args], "jax", root / f"run{run}-{p}.log",
                            keep=root / f"run{run}-{p}.npz") for p in (0, 1)]
         pids.append(processes[0].pid)
         try:
@@ -117,7 +120,7 @@ def pair(tmp_path_factory, request):
                     time.sleep(0.1)
                 processes[1].send_signal(signal.SIGKILL)
                 killed = time.monotonic()
-                status = processes[0].wait(timeout=distribute.SILENCE + 60)
+                status = processes[0].wait(timeout=launch.SILENCE + 60)
                 seconds = time.monotonic() - killed
                 saved, after = training.saved_epochs(out / "backup"), sorted(p for p in out.rglob("*"))
             for p, process in enumerate(processes):
@@ -133,7 +136,7 @@ def pair(tmp_path_factory, request):
 @pytest.mark.backends
 def test_a_dead_process_stops_the_other_within_the_stated_time_in_one_line(pair):
     lines = messages(pair["logs"][0, 0])
-    assert pair["status"] == 1 and pair["seconds"] < distribute.SILENCE + 10, (pair["seconds"], lines[-5:])
+    assert pair["status"] == 1 and pair["seconds"] < launch.SILENCE + 10, (pair["seconds"], lines[-5:])
     assert re.fullmatch(r"error: process 1 of 2 stopped or cannot be reached, so this one \(0\) stops too; "
                         r"restart them all with --RESUME=True to continue from the last epoch saved",
                         lines[-1])
@@ -176,8 +179,6 @@ def test_only_process_0_writes_out_dir(pair):
 @pytest.mark.parametrize("args, says", [
     (["--DEVICES=two"], 'DEVICES must be "auto" or a number of devices'),
     (["--DEVICES=0"], 'DEVICES must be "auto" or a number of devices'),
-    (["--NUM_PROCESSES=2", "--COORDINATOR=127.0.0.1:1"], "keras-team/keras#20585"),  # on TensorFlow
-    (["--NUM_PROCESSES=2", "--PROCESS_ID=2"], "PROCESS_ID must be 0 to 1"),
 ])  # all checked before any device is touched: this process's TensorFlow keeps its one CPU device
 def test_impossible_distribution_settings_stop_in_one_line_before_anything_runs(args, says, monkeypatch):
     with pytest.raises(SettingsError, match=re.escape(says)):
@@ -189,3 +190,24 @@ def test_pytorch_refuses_several_devices_and_names_the_alternatives(monkeypatch)
     with pytest.raises(SettingsError, match="KERAS_BACKEND=jax .* or tensorflow"):
         distribute.Devices(2)
     assert distribute.Devices("auto").replicas == 1  # one device: as ever
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--process-id=0", "beta/train.py"], "several machines train on JAX only: start each process with "
+     "KERAS_BACKEND=jax (Keras 3's fit does not work with TensorFlow's MultiWorkerMirroredStrategy: "
+     "keras-team/keras#20585)"),  # this process's backend is TensorFlow
+    (["--process-id=2", "beta/train.py"], "--process-id must be 0 to 1 and --processes at least 2: 2 of 2"),
+    (["--process-id=0", "beta/train.py", "--EPOCH=3"], "unknown setting --EPOCH; valid settings:"),
+    (["--process-id=0", "beta/trian.py"], "beta/trian.py: no such stage file"),
+])
+def test_the_launcher_refuses_in_one_line_before_joining_anyone(args, says, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert launch.main(["--coordinator=127.0.0.1:1", "--processes=2", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), lines
+
+
+def test_the_launcher_reads_out_dir_and_resume_as_the_stage_will():
+    values = launch.stage_settings(ROOT / "beta" / "train.py", ["--OUT_DIR=runs/a", "--RESUME=True"])
+    assert values["OUT_DIR"] == "runs/a" and values["RESUME"] is True and values["EPOCHS"] == 10
+    assert launch.stage_settings(ROOT / "beta" / "train.py", [])["OUT_DIR"] == "outputs/beta"

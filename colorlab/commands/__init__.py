@@ -4,6 +4,8 @@
 - ``evaluate`` (:mod:`colorlab.commands.evaluate`): PSNR, SSIM, CIEDE2000 and colorfulness against the
   "predict grey" baseline.
 - ``data/download.py`` (:mod:`colorlab.commands.download`): download and unpack a dataset, safely.
+- ``python -m colorlab.commands.launch`` (:mod:`colorlab.commands.launch`): start one process of beta's
+  training on several machines (JAX).
 
 No stage imports them: they use the same core (``colorlab.coloring`` colours photos for the stages'
 result grids and for these commands alike). Each reports a problem as one line that names the file or
