@@ -72,14 +72,11 @@ def join(coordinator, processes, process_id, script, argv):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # between CPUs: TCP
     keras.distribution.initialize(coordinator, processes, process_id)
     watch(processes, process_id)
-    chief, out_dir, resume = process_id == 0, values.get("OUT_DIR"), values.get("RESUME")
-    if chief:
-        if resume:
-            share(Path(out_dir), chief)
+    copied = share(Path(values["OUT_DIR"]) if process_id == 0 else None) if values.get("RESUME") else {}
+    if process_id == 0:
         return argv
     scratch = tempfile.mkdtemp(prefix=f"colorlab-process{process_id}-")  # deleted at exit
     atexit.register(shutil.rmtree, scratch, True)
-    copied = share(None, chief) if resume else {}
     for name, content in copied.items():  # process 0's OUT_DIR, to resume from
         (Path(scratch) / name).parent.mkdir(parents=True, exist_ok=True)
         (Path(scratch) / name).write_bytes(content)
@@ -94,13 +91,14 @@ def stage_settings(script, argv):
     return {**defaults, **settings.parse(argv, defaults)}
 
 
-def share(out_dir, chief):
-    """Process 0's ``out_dir`` ({relative name: bytes}), sent to every process (all of them must call it)."""
+def share(out_dir):
+    """Process 0's ``out_dir`` ({relative name: bytes}), sent to every process: all of them call this, the
+    others with None."""
     import numpy as np
     from jax.experimental.multihost_utils import broadcast_one_to_all as broadcast
 
     sent = pickle.dumps({p.relative_to(out_dir).as_posix(): p.read_bytes() for p in out_dir.rglob("*")
-                         if p.is_file()} if chief and out_dir is not None and out_dir.is_dir() else {})
+                         if p.is_file()} if out_dir is not None and out_dir.is_dir() else {})
     sent = broadcast(np.frombuffer(sent.ljust(int(broadcast(np.array(len(sent))))), np.uint8))
     return pickle.loads(sent.tobytes())
 
